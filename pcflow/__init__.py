@@ -1,0 +1,16 @@
+"""pcflow: normalizing-flow building blocks for 3D point clouds, and the FlowGAN recipe.
+
+Subpackages are imported on use (``from pcflow.transforms import PointAffineCoupling``), so
+``import pcflow`` stays light.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("pcflow")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]
