@@ -2,4 +2,20 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pcflow.critics.cross_modal import CrossModalCritic
+from pcflow.critics.gan_losses import (
+    GAN_LOSS_KINDS,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+    r1_penalty,
+)
+
+__all__ = [
+    "GAN_LOSS_KINDS",
+    "CrossModalCritic",
+    "critic_loss",
+    "generator_loss",
+    "gradient_penalty",
+    "r1_penalty",
+]

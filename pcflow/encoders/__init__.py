@@ -2,4 +2,26 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pcflow.encoders.latent import DiagonalGaussian, GaussianHead, LatentFlowPrior
+from pcflow.encoders.pointnet import PointNetEncoder
+from pcflow.encoders.resnet import (
+    MIN_IMAGE_SIZE,
+    ResNet18,
+    ResNetImageEncoder,
+    adapt_first_convolution,
+    check_images,
+    torchvision_resnet18_keys,
+)
+
+__all__ = [
+    "MIN_IMAGE_SIZE",
+    "DiagonalGaussian",
+    "GaussianHead",
+    "LatentFlowPrior",
+    "PointNetEncoder",
+    "ResNet18",
+    "ResNetImageEncoder",
+    "adapt_first_convolution",
+    "check_images",
+    "torchvision_resnet18_keys",
+]
