@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pcflow.losses.chamfer import chamfer_distance
+
+__all__ = [
+    "chamfer_distance",
+]

@@ -2,4 +2,11 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pcflow.metrics.chamfer import chamfer_per_shape
+from pcflow.metrics.fscore import FScore, f_score
+
+__all__ = [
+    "FScore",
+    "chamfer_per_shape",
+    "f_score",
+]

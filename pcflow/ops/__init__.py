@@ -2,4 +2,10 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pcflow.ops.knn import KNN, knn_gather, knn_points
+
+__all__ = [
+    "KNN",
+    "knn_gather",
+    "knn_points",
+]
