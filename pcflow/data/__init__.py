@@ -1,5 +1,63 @@
-"""Datasets: the built-in synthetic dataset, ShapeNet and PASCAL3D+ loaders, transforms."""
+"""Datasets: the built-in synthetic dataset, ShapeNet and PASCAL3D+ loaders, transforms.
+
+Every dataset returns the same sample: a dict with ``"image"`` float32 ``(3, H, W)`` RGB in
+[0, 1] on white, ``"mask"`` float32 ``(1, H, W)``, ``"points"`` and ``"points_target"`` float32
+``(num_points, 3)``, ``"category"`` int, ``"category_name"`` str, ``"model_id"`` str, ``"view"``
+int and ``"camera"`` (``"intrinsics"`` ``(3, 3)``, ``"extrinsics"`` ``(3, 4)`` world-to-camera,
+OpenCV convention; see :mod:`pcflow.data.camera`).
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pcflow.data.camera import (
+    intrinsics_matrix,
+    look_at_extrinsics,
+    pascal3d_camera,
+    project_points,
+    r2n2_camera,
+)
+from pcflow.data.pascal3d import PASCAL3D_CLASSES, Pascal3D
+from pcflow.data.shapenet import R2N2_SYNSETS, ShapeNetR2N2, load_image_rgba
+from pcflow.data.synthetic import (
+    SyntheticConfig,
+    SyntheticShapes,
+    generate_synthetic_dataset,
+    render_mesh,
+)
+from pcflow.data.transforms import (
+    ColorJitter,
+    Compose,
+    NormalizePoints,
+    RandomBackground,
+    RandomRotation,
+    Resize,
+    SubsamplePoints,
+    normalize_points,
+    subsample_points,
+)
+
+__all__ = [
+    "PASCAL3D_CLASSES",
+    "R2N2_SYNSETS",
+    "ColorJitter",
+    "Compose",
+    "NormalizePoints",
+    "Pascal3D",
+    "RandomBackground",
+    "RandomRotation",
+    "Resize",
+    "ShapeNetR2N2",
+    "SubsamplePoints",
+    "SyntheticConfig",
+    "SyntheticShapes",
+    "generate_synthetic_dataset",
+    "intrinsics_matrix",
+    "load_image_rgba",
+    "look_at_extrinsics",
+    "normalize_points",
+    "pascal3d_camera",
+    "project_points",
+    "r2n2_camera",
+    "render_mesh",
+    "subsample_points",
+]

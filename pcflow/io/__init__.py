@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pcflow.io.ply import read_ply, write_ply
+
+__all__ = ["read_ply", "write_ply"]

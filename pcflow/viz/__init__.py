@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pcflow.viz.plots import plot_point_clouds
+
+__all__ = ["plot_point_clouds"]

@@ -1,0 +1,327 @@
+"""ShapeNet: 3D-R2N2 renderings paired with PointFlow's PC15k point clouds (or an HDF5 file)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from pcflow.data.camera import r2n2_camera
+from pcflow.data.transforms import NormalizePoints, Resize
+
+__all__ = ["R2N2_SYNSETS", "ShapeNetR2N2", "load_image_rgba"]
+
+R2N2_SYNSETS = {
+    "02691156": "airplane",
+    "02828884": "bench",
+    "02933112": "cabinet",
+    "02958343": "car",
+    "03001627": "chair",
+    "03211117": "display",
+    "03636649": "lamp",
+    "03691459": "loudspeaker",
+    "04090263": "rifle",
+    "04256520": "sofa",
+    "04379243": "table",
+    "04401088": "telephone",
+    "04530566": "watercraft",
+}
+"""The 13 ShapeNet categories of 3D-R2N2 (and FlowGAN), synset id to name."""
+
+_NAME_TO_SYNSET = {name: synset for synset, name in R2N2_SYNSETS.items()}
+
+
+def load_image_rgba(path: str | os.PathLike) -> tuple[Tensor, Tensor]:
+    """Load an image as RGB composited on white plus its alpha.
+
+    Arguments:
+        path: Any image PIL reads (PNG with or without alpha, JPEG...).
+
+    Returns:
+        ``image`` float32 ``(3, H, W)`` in [0, 1] on white and ``mask`` float32 ``(1, H, W)``
+        (the alpha channel; ones for images without one).
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: If PIL cannot decode it; the message names the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            has_alpha = image.mode in ("RGBA", "LA") or "transparency" in image.info
+            rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot decode image {path}: {type(error).__name__}: {error}") from error
+    alpha = rgba[..., 3:] if has_alpha else np.ones_like(rgba[..., 3:])
+    rgb = rgba[..., :3] * alpha + (1.0 - alpha)
+    image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    return image, torch.from_numpy(np.ascontiguousarray(alpha.transpose(2, 0, 1)))
+
+
+def _synset_of(category: str) -> str:
+    if category in R2N2_SYNSETS:
+        return category
+    if category in _NAME_TO_SYNSET:
+        return _NAME_TO_SYNSET[category]
+    if category.isdigit():
+        return category
+    raise ValueError(
+        f"unknown ShapeNet category {category!r}: give a synset id or one of "
+        f"{sorted(_NAME_TO_SYNSET)}"
+    )
+
+
+def _read_metadata(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"3D-R2N2 camera file {path} does not exist")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            values = [float(v) for v in line.split()]
+        except ValueError:
+            values = []
+        if len(values) < 4:
+            raise ValueError(
+                f"{path}, line {number}: expected 'azimuth elevation in-plane distance fov', "
+                f"got {line.strip()!r}"
+            )
+        rows.append(values[:5] + [0.0] * (5 - len(values[:5])))
+    return np.array(rows, dtype=np.float64)
+
+
+class ShapeNetR2N2(Dataset):
+    """3D-R2N2 renderings of ShapeNet paired with surface point clouds: one sample per view.
+
+    Renderings follow 3D-R2N2's layout,
+    ``ShapeNetRendering/<synset>/<model>/rendering/{00..23}.png`` (137 x 137 RGBA) with
+    ``rendering_metadata.txt`` (one line per view: azimuth, elevation, in-plane rotation,
+    distance, field of view), turned into cameras by :func:`pcflow.data.camera.r2n2_camera`.
+
+    Point clouds come either from PointFlow's layout,
+    ``ShapeNetCore.v2.PC15k/<synset>/<split>/<model>.npy`` (``(15000, 3)`` each), or from one
+    HDF5 file holding, for each synset and split, a group ``/<synset>/<split>`` with datasets
+    ``points`` ``(M, P, 3)`` and ``model_ids`` ``(M,)`` (strings). Models with a cloud but no
+    rendering folder, and clouds that are empty or unreadable, are skipped with one warning
+    listing them; a dataset with no pairs at all is an error. Images that fail to decode raise
+    an error naming the file when loaded.
+
+    Points are normalised per shape (``normalize``, default the paper's unit sphere around the
+    centroid) from the whole stored cloud before subsampling, and the camera is updated to match.
+    The camera assumes the cloud lives in the frame of the mesh 3D-R2N2 rendered (ShapeNet's
+    y-up frame); PointFlow's clouds come from ShapeNetCore v2, whose scale can differ from the
+    v1 meshes that 3D-R2N2 rendered, so treat projections of real data as approximate.
+
+    Arguments:
+        rendering_root: ``ShapeNetRendering`` or its parent folder.
+        pointcloud_root: ``ShapeNetCore.v2.PC15k`` (or its parent), or an ``.h5``/``.hdf5`` file;
+            ``None`` looks next to the renderings (both folders under ``rendering_root``).
+        split: ``"train"``, ``"val"`` or ``"test"`` (as named in the point-cloud data).
+        categories: Synset ids or names (``"chair"``); ``None`` for all of ``R2N2_SYNSETS``
+            present.
+        num_points: Points in ``points`` and ``points_target`` (disjoint random subsets when the
+            cloud has at least ``2 * num_points`` points).
+        views: Which of the 24 views to use (default all).
+        image_size: Resize images to this size (FlowGAN uses 224); ``None`` keeps 137.
+        normalize: ``"unit_sphere"``, ``"unit_diagonal"`` or ``None`` (as stored).
+        transform: Optional callable on each sample dict.
+        sample_seed: Makes point subsets depend only on ``(sample_seed, index)``.
+    """
+
+    def __init__(
+        self,
+        rendering_root: str | os.PathLike,
+        pointcloud_root: str | os.PathLike | None = None,
+        split: str = "train",
+        categories: Sequence[str] | None = None,
+        num_points: int = 2500,
+        *,
+        views: Sequence[int] | None = None,
+        image_size: int | None = None,
+        normalize: str | None = "unit_sphere",
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        sample_seed: int | None = None,
+    ) -> None:
+        if pointcloud_root is None:
+            pointcloud_root = rendering_root
+        rendering_root, pointcloud_root = Path(rendering_root), Path(pointcloud_root)
+        if not rendering_root.is_dir():
+            raise FileNotFoundError(f"rendering_root {rendering_root} is not a directory")
+        if (rendering_root / "ShapeNetRendering").is_dir():
+            rendering_root = rendering_root / "ShapeNetRendering"
+        if not pointcloud_root.exists():
+            raise FileNotFoundError(f"pointcloud_root {pointcloud_root} does not exist")
+        if pointcloud_root.is_dir() and (pointcloud_root / "ShapeNetCore.v2.PC15k").is_dir():
+            pointcloud_root = pointcloud_root / "ShapeNetCore.v2.PC15k"
+        if int(num_points) < 1:
+            raise ValueError(f"num_points must be positive, got {num_points}")
+        self.rendering_root, self.pointcloud_root = rendering_root, pointcloud_root
+        self.split, self.num_points = split, int(num_points)
+        self.views = list(range(24)) if views is None else [int(v) for v in views]
+        self.normalize = NormalizePoints(normalize) if normalize is not None else None
+        self.resize = Resize(image_size) if image_size is not None else None
+        self.transform, self.sample_seed = transform, sample_seed
+        self._hdf5 = pointcloud_root.suffix.lower() in (".h5", ".hdf5")
+        if categories is None:
+            synsets = sorted(R2N2_SYNSETS)
+        else:
+            synsets = [_synset_of(c) for c in categories]
+        self.synsets = synsets
+        self.categories = [R2N2_SYNSETS.get(s, s) for s in synsets]
+        self._models: list[tuple[int, str, Any]] = []  # (category index, model id, cloud source)
+        skipped: list[str] = []
+        for index, synset in enumerate(synsets):
+            for model_id, source in self._clouds(synset, categories is not None):
+                if not (rendering_root / synset / model_id / "rendering").is_dir():
+                    skipped.append(f"{synset}/{model_id} (no rendering folder)")
+                    continue
+                problem = self._check_cloud(source)
+                if problem:
+                    skipped.append(f"{synset}/{model_id} ({problem})")
+                    continue
+                self._models.append((index, model_id, source))
+        if skipped:
+            shown = "; ".join(skipped[:10]) + (
+                f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+            )
+            warnings.warn(f"ShapeNetR2N2 skipped {len(skipped)} models: {shown}", stacklevel=2)
+        if not self._models:
+            raise FileNotFoundError(
+                f"no (rendering, point cloud) pairs for split {split!r} and synsets {synsets} "
+                f"under "
+                f"{rendering_root} and {pointcloud_root}"
+            )
+        self._file = None
+
+    def _clouds(self, synset: str, required: bool) -> list[tuple[str, Any]]:
+        if self._hdf5:
+            import h5py
+
+            with h5py.File(self.pointcloud_root, "r") as file:
+                group = file.get(f"{synset}/{self.split}")
+                if group is None:
+                    if required:
+                        raise FileNotFoundError(
+                            f"{self.pointcloud_root} has no group /{synset}/{self.split}"
+                        )
+                    return []
+                if "points" not in group or "model_ids" not in group:
+                    raise ValueError(
+                        f"{self.pointcloud_root}: group /{synset}/{self.split} must hold datasets "
+                        f"'points' (M, P, 3) and 'model_ids' (M,), found {sorted(group)}"
+                    )
+                ids = [
+                    m.decode() if isinstance(m, bytes) else str(m) for m in group["model_ids"][()]
+                ]
+                return [(model_id, (synset, row)) for row, model_id in enumerate(ids)]
+        folder = self.pointcloud_root / synset / self.split
+        if not folder.is_dir():
+            if required:
+                raise FileNotFoundError(f"point-cloud folder {folder} does not exist")
+            return []
+        return [(path.stem, path) for path in sorted(folder.glob("*.npy"))]
+
+    def _check_cloud(self, source: Any) -> str | None:
+        if self._hdf5:
+            return None  # shapes are checked per group when read
+        try:
+            array = np.load(source, mmap_mode="r", allow_pickle=False)
+        except Exception as error:
+            return f"unreadable {source.name}: {type(error).__name__}"
+        if array.ndim != 2 or array.shape[1] != 3:
+            return f"{source.name} has shape {array.shape}, expected (N, 3)"
+        if array.shape[0] == 0:
+            return f"{source.name} holds no points"
+        return None
+
+    def _load_cloud(self, source: Any) -> Tensor:
+        if self._hdf5:
+            import h5py
+
+            if self._file is None:
+                self._file = h5py.File(self.pointcloud_root, "r")
+            synset, row = source
+            cloud = np.asarray(self._file[f"{synset}/{self.split}/points"][row], dtype=np.float32)
+            where = f"{self.pointcloud_root}:/{synset}/{self.split}/points[{row}]"
+        else:
+            try:
+                cloud = np.load(source, allow_pickle=False).astype(np.float32)
+            except Exception as error:
+                raise ValueError(
+                    f"cannot read point cloud {source}: {type(error).__name__}: {error}"
+                ) from error
+            where = str(source)
+        if cloud.ndim != 2 or cloud.shape[1] != 3 or cloud.shape[0] == 0:
+            raise ValueError(f"point cloud {where} has shape {cloud.shape}, expected (N > 0, 3)")
+        if not np.isfinite(cloud).all():
+            raise ValueError(f"point cloud {where} holds NaN or infinite values")
+        return torch.from_numpy(cloud)
+
+    def __len__(self) -> int:
+        return len(self._models) * len(self.views)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        model, view_position = divmod(index, len(self.views))
+        category, model_id, source = self._models[model]
+        view = self.views[view_position]
+        synset = self.synsets[category]
+        folder = self.rendering_root / synset / model_id / "rendering"
+        image, mask = load_image_rgba(folder / f"{view:02d}.png")
+        metadata = _read_metadata(folder / "rendering_metadata.txt")
+        if view >= len(metadata):
+            raise ValueError(f"{folder / 'rendering_metadata.txt'} has no line for view {view}")
+        azimuth, elevation, _, distance, _ = metadata[view]
+        intrinsics, extrinsics = r2n2_camera(azimuth, elevation, distance, image.shape[-1])
+        cloud = self._load_cloud(source)
+        generator = None
+        if self.sample_seed is not None:
+            generator = torch.Generator().manual_seed(self.sample_seed * 1_000_003 + index)
+        count = cloud.shape[0]
+        if 2 * self.num_points <= count:
+            order = torch.randperm(count, generator=generator)
+            first, second = order[: self.num_points], order[self.num_points : 2 * self.num_points]
+        else:
+            first, second = torch.randint(count, (2, self.num_points), generator=generator)
+        sample = {
+            "image": image,
+            "mask": mask,
+            "points": cloud,
+            "points_target": cloud,
+            "category": category,
+            "category_name": self.categories[category],
+            "model_id": model_id,
+            "view": view,
+            "camera": {
+                "intrinsics": torch.from_numpy(intrinsics).float(),
+                "extrinsics": torch.from_numpy(extrinsics).float(),
+            },
+        }
+        if self.normalize is not None:
+            sample = self.normalize(sample)  # from the whole cloud, before subsampling
+        sample["points"] = sample["points"][first]
+        sample["points_target"] = sample["points_target"][second]
+        if self.resize is not None:
+            sample = self.resize(sample)
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return sample
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_file"] = None  # h5py handles do not cross process boundaries
+        return state
