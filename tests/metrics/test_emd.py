@@ -1,0 +1,78 @@
+"""Tests of pcflow.metrics.earth_movers_distance against scipy's assignment."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+
+from pcflow.metrics import earth_movers_distance
+
+
+def reference_emd(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    values = []
+    for a, b in zip(x.double().numpy(), y.double().numpy()):
+        matrix = cdist(a, b)
+        rows, cols = linear_sum_assignment(matrix)
+        values.append(matrix[rows, cols].mean())
+    return np.array(values)
+
+
+def surface_samples(num: int, generator: torch.Generator) -> torch.Tensor:
+    """Noisy samples of a torus, a sphere and a box surface: (3, num, 3)."""
+    u, v = torch.rand(2, num, generator=generator) * 2 * math.pi
+    torus = torch.stack(
+        [(0.7 + 0.25 * v.cos()) * u.cos(), (0.7 + 0.25 * v.cos()) * u.sin(), 0.25 * v.sin()], -1
+    )
+    sphere = torch.randn(num, 3, generator=generator)
+    sphere = sphere / sphere.norm(dim=1, keepdim=True)
+    box = torch.rand(num, 3, generator=generator) * 2 - 1
+    face = torch.randint(0, 3, (num,), generator=generator)
+    box[torch.arange(num), face] = torch.sign(torch.rand(num, generator=generator) - 0.5)
+    box = box * torch.tensor([0.8, 0.5, 0.3])
+    clouds = torch.stack([torus, sphere, box])
+    return clouds + 0.01 * torch.randn(clouds.shape, generator=generator)
+
+
+def test_exact_equals_scipy() -> None:
+    x, y = torch.rand(4, 80, 3), torch.randn(4, 80, 3)
+    np.testing.assert_allclose(
+        earth_movers_distance(x.double(), y.double()).numpy(), reference_emd(x, y), rtol=1e-10
+    )
+    assert earth_movers_distance(x, y).dtype == torch.float32
+
+
+def test_translation_and_symmetry() -> None:
+    y = torch.rand(2, 64, 3, dtype=torch.float64)
+    shift = torch.tensor([0.3, -0.4, 0.0], dtype=torch.float64)
+    np.testing.assert_allclose(earth_movers_distance(y + shift, y).numpy(), [0.5, 0.5])
+    x = torch.rand(2, 64, 3, dtype=torch.float64)
+    np.testing.assert_allclose(
+        earth_movers_distance(x, y).numpy(), earth_movers_distance(y, x).numpy(), rtol=1e-12
+    )
+    assert torch.equal(earth_movers_distance(y, y), torch.zeros(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method", ["auction", "sinkhorn"])
+def test_approximate_within_documented_error_on_shapes(method: str) -> None:
+    generator = torch.Generator().manual_seed(1)
+    x = surface_samples(150, generator)
+    y = torch.cat([surface_samples(150, generator)[[0, 1]], surface_samples(150, generator)[[0]]])
+    exact = reference_emd(x, y)
+    approximate = earth_movers_distance(x, y, method=method, tol=0.02).double().numpy()
+    relative = approximate / exact - 1
+    assert (relative >= -1e-5).all()  # a valid matching: never below the optimum
+    assert (relative <= 0.02).all()
+
+
+def test_errors() -> None:
+    with pytest.raises(ValueError, match="equal-size sets"):
+        earth_movers_distance(torch.rand(1, 10, 3), torch.rand(1, 12, 3))
+    with pytest.raises(ValueError, match="method"):
+        earth_movers_distance(torch.rand(1, 10, 3), torch.rand(1, 10, 3), method="approx")
+    with pytest.raises(ValueError, match="NaN"):
+        earth_movers_distance(torch.rand(1, 10, 3), torch.full((1, 10, 3), float("nan")))
