@@ -15,8 +15,8 @@ from pcflow.critics.cross_modal import CrossModalCritic
 
 __all__ = ["GAN_LOSS_KINDS", "critic_loss", "generator_loss", "gradient_penalty", "r1_penalty"]
 
-#: The loss kinds accepted by `critic_loss` and `generator_loss`.
 GAN_LOSS_KINDS = ("lsgan", "nonsaturating", "hinge", "wasserstein")
+"""The loss kinds accepted by `critic_loss` and `generator_loss`."""
 
 Critic = Callable[..., Tensor]
 

@@ -32,8 +32,8 @@ __all__ = [
     "torchvision_resnet18_keys",
 ]
 
-#: Smallest accepted image height and width: ResNets downsample by 32 before pooling.
 MIN_IMAGE_SIZE = 32
+"""Smallest accepted image height and width: ResNets downsample by 32 before pooling."""
 
 _ARCHS = ("resnet18",)
 _BACKENDS = ("auto", "torchvision", "builtin")

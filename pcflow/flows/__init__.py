@@ -2,4 +2,15 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pcflow.flows.base import ConditionalPointFlow, StandardPointNormal
+from pcflow.flows.dpf import DPF_MASKS, dpf_flow
+from pcflow.flows.reversible import memory_efficient_forward, memory_efficient_inverse
+
+__all__ = [
+    "DPF_MASKS",
+    "ConditionalPointFlow",
+    "StandardPointNormal",
+    "dpf_flow",
+    "memory_efficient_forward",
+    "memory_efficient_inverse",
+]

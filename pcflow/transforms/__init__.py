@@ -2,4 +2,15 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pcflow.transforms.base import PointTransform
+from pcflow.transforms.coupling import PointAffineCoupling, PointSplineCoupling
+from pcflow.transforms.normalization import PointActNorm
+from pcflow.transforms.permutations import PointPermutation
+
+__all__ = [
+    "PointActNorm",
+    "PointAffineCoupling",
+    "PointPermutation",
+    "PointSplineCoupling",
+    "PointTransform",
+]

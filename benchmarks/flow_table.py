@@ -1,0 +1,185 @@
+"""Throughput of pcflow's DPF flow against the stock nflows composition; prints the table.
+
+Run ``.venv/bin/python benchmarks/flow_table.py`` (``--help`` for sizes). Both flows are built at
+the same size (the paper's: 63 couplings, hidden width 64, latent 512, B=16 shapes x N=2048
+points, float32) and timed interleaved in one process, so that the ratios survive a noisy,
+shared machine. The baseline is nflows' ``AffineCouplingTransform`` with a
+``ResidualNet(context_features=512, hidden_features=64, num_blocks=1, activation=relu)`` over the
+flattened points, the latent repeated for every point: the same coupling math without the
+per-shape projection of the latent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from nflows.distributions import StandardNormal
+from nflows.flows import Flow
+from nflows.nn.nets import ResidualNet
+from nflows.transforms import AffineCouplingTransform, CompositeTransform
+from torch.nn import functional as F
+
+from pcflow.flows import DPF_MASKS, ConditionalPointFlow, dpf_flow
+
+__all__ = ["build_baseline", "build_ours", "flow_flops_per_point", "measure", "print_table"]
+
+
+def build_ours(context: int, layers: int, hidden: int) -> ConditionalPointFlow:
+    """The flow under test: `pcflow.flows.dpf_flow`."""
+    return dpf_flow(context_features=context, num_layers=layers, hidden_features=hidden)
+
+
+def build_baseline(context: int, layers: int, hidden: int) -> Flow:
+    """Stock nflows: affine couplings with a context ResidualNet, same masks, width, depth."""
+
+    def net(in_features: int, out_features: int) -> ResidualNet:
+        return ResidualNet(
+            in_features,
+            out_features,
+            hidden_features=hidden,
+            context_features=context,
+            num_blocks=1,
+            activation=F.relu,
+        )
+
+    transforms = [
+        AffineCouplingTransform(
+            torch.tensor(DPF_MASKS[(j // 3) % 2][j % 3]) * 2 - 1, transform_net_create_fn=net
+        )
+        for j in range(layers)
+    ]
+    return Flow(CompositeTransform(transforms), StandardNormal([3]))
+
+
+def flow_flops_per_point(flow: ConditionalPointFlow) -> int:
+    """Model FLOPs of one point's forward pass through all layers (2 x multiply-adds)."""
+    return sum(layer.model_flops_per_point() for layer in flow.layers)
+
+
+def _time(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(
+    batch: int = 16,
+    num_points: int = 2048,
+    context: int = 512,
+    layers: int = 63,
+    hidden: int = 64,
+    rounds: int = 3,
+    threads: int | None = None,
+    compile_ours: bool = False,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Time forward (log_prob), inverse (sample) and a training step of both flows, interleaved.
+
+    Returns:
+        Median seconds per call for ``"ours_<op>"`` and ``"nflows_<op>"`` (op in ``forward``,
+        ``inverse``, ``train``), the median ``"mm_seconds"`` of a 2048x2048 fp32 ``torch.mm``,
+        the derived ``"ratio_<op>"`` (nflows time / ours), points per second and GFLOP/s.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    ours = build_ours(context, layers, hidden)
+    base = build_baseline(context, layers, hidden)
+    points = torch.rand(batch, num_points, 3) * 2 - 1
+    latent = torch.randn(batch, context)
+    flat_points = points.reshape(-1, 3)
+    flat_latent = latent.repeat_interleave(num_points, 0)
+    noise = torch.randn(batch, num_points, 3)
+    flat_noise = noise.reshape(-1, 3)
+
+    ours_log_prob = ours.log_prob
+    ours_sample = ours._run
+    if compile_ours:
+        ours_log_prob = torch.compile(ours.log_prob)
+        ours_sample = torch.compile(ours._run)
+
+    def ours_train() -> None:
+        z = latent.clone().requires_grad_(True)
+        loss = -ours_log_prob(points, z).sum()
+        loss.backward()
+
+    def base_train() -> None:
+        z = flat_latent.clone().requires_grad_(True)
+        loss = -base.log_prob(flat_points, z).sum()
+        loss.backward()
+
+    def no_grad(fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            with torch.no_grad():
+                return fn()
+
+        return run
+
+    ops = {
+        "ours_forward": no_grad(lambda: ours_log_prob(points, latent)),
+        "nflows_forward": no_grad(lambda: base.log_prob(flat_points, flat_latent)),
+        "ours_inverse": no_grad(lambda: ours_sample(noise, latent, True, False)),
+        "nflows_inverse": no_grad(lambda: base._transform.inverse(flat_noise, flat_latent)),
+        "ours_train": ours_train,
+        "nflows_train": base_train,
+    }
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    ops["mm_seconds"] = lambda: torch.mm(a, b)
+    for fn in ops.values():  # warm-up (and compilation)
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in ops}
+    for _ in range(rounds):
+        for name, fn in ops.items():
+            times[name].append(_time(fn))
+    result = {name: statistics.median(values) for name, values in times.items()}
+    total = batch * num_points
+    flops = flow_flops_per_point(ours) * total
+    mm_rate = 2 * 2048**3 / result["mm_seconds"]
+    result["mm_gflops"] = mm_rate / 1e9
+    for op, factor in (("forward", 1), ("inverse", 1), ("train", 3)):
+        result[f"ratio_{op}"] = result[f"nflows_{op}"] / result[f"ours_{op}"]
+        result[f"ours_{op}_points_per_s"] = total / result[f"ours_{op}"]
+        result[f"nflows_{op}_points_per_s"] = total / result[f"nflows_{op}"]
+        result[f"ours_{op}_gflops"] = factor * flops / result[f"ours_{op}"] / 1e9
+        result[f"ours_{op}_fraction_of_mm"] = factor * flops / result[f"ours_{op}"] / mm_rate
+    return result
+
+
+def print_table(result: dict[str, float]) -> None:
+    """Print the markdown table of the docs' benchmarks page."""
+    print("| pass | pcflow points/s | nflows points/s | speed-up | pcflow GFLOP/s | of mm |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for op, label in (("forward", "log_prob"), ("inverse", "sample"), ("train", "train step")):
+        print(
+            f"| {label} | {result[f'ours_{op}_points_per_s']:,.0f} "
+            f"| {result[f'nflows_{op}_points_per_s']:,.0f} | {result[f'ratio_{op}']:.1f}x "
+            f"| {result[f'ours_{op}_gflops']:.1f} "
+            f"| {100 * result[f'ours_{op}_fraction_of_mm']:.0f}% |"
+        )
+    print(f"\ntorch.mm 2048x2048 fp32: {result['mm_gflops']:.1f} GFLOP/s (same run)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--num-points", type=int, default=2048)
+    parser.add_argument("--context", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=63)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="torch.compile pcflow's passes")
+    args = parser.parse_args()
+    result = measure(
+        args.batch, args.num_points, args.context, args.layers, args.hidden, args.rounds,
+        args.threads, args.compile,
+    )  # fmt: skip
+    print_table(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""Conditional flows over point sets: a standard normal over points and a point transform stack."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from nflows.distributions import Distribution
+from nflows.flows import Flow
+from nflows.transforms import CompositeTransform, Transform
+from torch import Tensor
+
+from pcflow._checks import check_context, check_finite, check_points, check_same_batch
+from pcflow.transforms.base import PointTransform
+
+__all__ = ["ConditionalPointFlow", "StandardPointNormal"]
+
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+"""Bytes of activations that an evaluation without autograd may hold at once (256 MiB)."""
+
+
+def _flatten(transform: Transform) -> list[Transform]:
+    if isinstance(transform, CompositeTransform):
+        return [layer for inner in transform._transforms for layer in _flatten(inner)]
+    return [transform]
+
+
+class StandardPointNormal(Distribution):
+    """A standard normal over the ``D`` coordinates of every point of a set, any number of points.
+
+    Arguments:
+        features: Number of coordinates ``D`` of a point.
+
+    Example:
+        >>> import torch
+        >>> base = StandardPointNormal(3)
+        >>> base.sample(100, context=torch.zeros(2, 8)).shape
+        torch.Size([2, 100, 3])
+        >>> base.log_prob(torch.zeros(2, 10, 3)).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, features: int = 3) -> None:
+        super().__init__()
+        self.features = int(features)
+        self._log_z = 0.5 * self.features * math.log(2 * math.pi)
+        # Carries the dtype and device of samples through .to(), .double(), .cuda().
+        self.register_buffer("_reference", torch.zeros(()), persistent=False)
+
+    def log_prob_points(self, inputs: Tensor) -> Tensor:
+        """Log-density of each point, `(B, N)`, for points `(B, N, D)`."""
+        return inputs.square().sum(2).mul(-0.5).sub(self._log_z)
+
+    def _log_prob(self, inputs: Tensor, context: Tensor | None) -> Tensor:
+        check_points("inputs", inputs, self.features, allow_empty=True)
+        return self.log_prob_points(inputs).sum(1)
+
+    def _sample(self, num_samples: int, context: Tensor | None) -> Tensor:
+        batch = 1 if context is None else context.shape[0]
+        reference = self._reference if context is None else context
+        return torch.randn(
+            batch, num_samples, self.features, dtype=reference.dtype, device=reference.device
+        )
+
+
+class ConditionalPointFlow(Flow):
+    """A normalizing flow over point sets, conditioned on a per-shape context.
+
+    Points are independent given the context: the transform maps every point of a set through
+    the same invertible map (the pcflow point transforms, optionally mixed with nflows
+    transforms that accept `(B, N, D)`), and the base distribution is a density over points.
+    The log-likelihood of a set is therefore the sum of its points' log-likelihoods, and any
+    number of points can be sampled for a shape.
+
+    Large sets are processed in chunks of points whenever autograd is off (`torch.no_grad`),
+    with the chunk size chosen so that the activations alive at once fit ``memory_budget``
+    bytes; under autograd every chunk's activations would be kept for backward anyway, so the
+    memory-efficient path (``memory_efficient=True``) is what bounds training memory: it
+    recomputes each layer's activations from its outputs during backward instead of storing
+    them (see `pcflow.flows.reversible`), at the cost of roughly one more forward pass.
+
+    Arguments:
+        transform: The transform from data to noise, e.g. a `CompositeTransform` of point
+            transforms. Nested composites are unpacked into their layers.
+        distribution: The base distribution over points; a `StandardPointNormal` in ``D``
+            (inferred from the transform's layers) when ``None``.
+        memory_efficient: Recompute activations during backward instead of storing them, for
+            `log_prob`, `transform_to_noise` and `sample` under autograd (not for per-point
+            log-likelihoods, which use plain autograd).
+        memory_budget: Bytes of activations a chunked evaluation may hold at once.
+
+    Example:
+        >>> import torch
+        >>> from nflows.transforms import CompositeTransform
+        >>> from pcflow.transforms import PointAffineCoupling
+        >>> layers = [PointAffineCoupling(m, context_features=8) for m in ([1, 0, 0], [0, 1, 1])]
+        >>> flow = ConditionalPointFlow(CompositeTransform(layers))
+        >>> z = torch.randn(2, 8)
+        >>> flow.log_prob(torch.randn(2, 100, 3), z).shape
+        torch.Size([2])
+        >>> flow.sample(500, z).shape
+        torch.Size([2, 500, 3])
+    """
+
+    def __init__(
+        self,
+        transform: Transform,
+        distribution: Distribution | None = None,
+        *,
+        memory_efficient: bool = False,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    ) -> None:
+        if not isinstance(transform, CompositeTransform):
+            transform = CompositeTransform([transform])
+        layers = _flatten(transform)
+        features = next((layer.features for layer in layers if hasattr(layer, "features")), 3)
+        if distribution is None:
+            distribution = StandardPointNormal(features)
+        super().__init__(transform, distribution)
+        self._layers = layers
+        self.features = int(getattr(distribution, "features", features))
+        self.context_features = next(
+            (
+                layer.context_features
+                for layer in layers
+                if getattr(layer, "context_features", None) is not None
+            ),
+            None,
+        )
+        if memory_budget <= 0:
+            raise ValueError(
+                f"memory_budget must be a positive number of bytes, got {memory_budget}"
+            )
+        self.memory_efficient = bool(memory_efficient)
+        self.memory_budget = int(memory_budget)
+
+    @property
+    def layers(self) -> list[Transform]:
+        """The flow's layers from data to noise, composites unpacked."""
+        return list(self._layers)
+
+    # ----------------------------------------------------------------------------------- checks
+    def _check_context(self, context: Tensor | None, batch: int) -> None:
+        if self.context_features is not None:
+            check_context("context", context, batch, self.context_features)
+        elif context is not None:
+            if not isinstance(context, Tensor) or context.dim() != 2:
+                raise ValueError("context must be a tensor shaped (B, C)")
+            if context.shape[0] != batch:
+                check_same_batch("context", context, "the points' batch", torch.empty(batch))
+            check_finite("context", context)
+
+    def _check_points(self, points: Tensor, context: Tensor | None) -> tuple[int, int]:
+        batch, num_points, _ = check_points("points", points, self.features)
+        self._check_context(context, batch)
+        return batch, num_points
+
+    def _check_sample_args(self, num_points: int, context: Tensor | None) -> int:
+        if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
+            raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
+        if context is None:
+            if self.context_features is not None:
+                raise ValueError(
+                    f"context is required: a tensor shaped (B, {self.context_features})"
+                )
+            return 1
+        batch = context.shape[0] if isinstance(context, Tensor) and context.dim() == 2 else -1
+        self._check_context(context, batch)
+        return batch
+
+    # ----------------------------------------------------------------------------------- chunks
+    def chunk_size(self, batch_size: int, dtype: torch.dtype = torch.float32) -> int:
+        """Points per shape that one chunk may hold within ``memory_budget``, without autograd.
+
+        Only the activations of the layer being evaluated are alive at a time, so the largest
+        layer's estimate (`PointTransform.activation_floats_per_point`) sets the cost of a point.
+
+        Arguments:
+            batch_size: Number of shapes ``B`` evaluated together.
+            dtype: Floating-point type of the points.
+
+        Returns:
+            The chunk size, at least 1.
+        """
+        floats = max(
+            (getattr(layer, "activation_floats_per_point", lambda: 16)() for layer in self._layers),
+            default=16,
+        )
+        per_point = (floats + 4 * self.features) * torch.finfo(dtype).bits // 8
+        return max(1, self.memory_budget // (per_point * batch_size))
+
+    def _resolve_chunk(self, chunk_size: int | None, batch: int, num_points: int, dtype) -> int:
+        if chunk_size is not None:
+            if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+                raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+            return chunk_size
+        if torch.is_grad_enabled():
+            # Autograd keeps every chunk's activations: chunking would not bound memory.
+            return num_points
+        return self.chunk_size(batch, dtype)
+
+    # ------------------------------------------------------------------------------- transform
+    def _run(
+        self, inputs: Tensor, context: Tensor | None, inverse: bool, per_point: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Unchecked pass through all layers; logabsdet `(B, N)` if ``per_point`` else `(B,)`."""
+        if self.memory_efficient and not per_point and torch.is_grad_enabled():
+            from pcflow.flows import reversible
+
+            run = (
+                reversible.memory_efficient_inverse
+                if inverse
+                else reversible.memory_efficient_forward
+            )
+            return run(self._layers, inputs, context)
+        total = None
+        for layer in reversed(self._layers) if inverse else self._layers:
+            if isinstance(layer, PointTransform):
+                step = layer.inverse_points if inverse else layer.forward_points
+                inputs, logabsdet = step(inputs, context)
+                if not per_point:
+                    logabsdet = logabsdet.sum(1)
+            elif per_point:
+                inputs, logabsdet = self._foreign_per_point(layer, inputs, context, inverse)
+            else:
+                inputs, logabsdet = (layer.inverse if inverse else layer)(inputs, context)
+            total = logabsdet if total is None else total + logabsdet
+        return inputs, total
+
+    @staticmethod
+    def _foreign_per_point(
+        layer: Transform, inputs: Tensor, context: Tensor | None, inverse: bool
+    ) -> tuple[Tensor, Tensor]:
+        # A layer that only reports per-set values: evaluate every point as its own set.
+        batch, num_points, features = inputs.shape
+        single = inputs.reshape(batch * num_points, 1, features)
+        repeated = None if context is None else context.repeat_interleave(num_points, 0)
+        outputs, logabsdet = (layer.inverse if inverse else layer)(single, repeated)
+        return outputs.view(batch, num_points, features), logabsdet.view(batch, num_points)
+
+    def _base_log_prob(self, noise: Tensor, context: Tensor | None, per_point: bool) -> Tensor:
+        if hasattr(self._distribution, "log_prob_points"):
+            values = self._distribution.log_prob_points(noise)
+            return values if per_point else values.sum(1)
+        if per_point:
+            raise ValueError(
+                "per_point=True needs a base distribution with log_prob_points(points) -> (B, N)"
+            )
+        return self._distribution.log_prob(noise, context)
+
+    # -------------------------------------------------------------------------------- public
+    def log_prob(
+        self, points: Tensor, context: Tensor | None = None, per_point: bool = False
+    ) -> Tensor:
+        """Log-likelihood of point sets under the flow, given each shape's context.
+
+        Arguments:
+            points: Point sets, `(B, N, D)`.
+            context: Per-shape context, `(B, C)`.
+            per_point: Return each point's log-likelihood `(B, N)` instead of the sum per set.
+
+        Returns:
+            `(B,)`, the sum over each set's points (natural log, constants included), or
+            `(B, N)` with ``per_point=True``.
+        """
+        batch, num_points = self._check_points(points, context)
+        chunk = self._resolve_chunk(None, batch, num_points, points.dtype)
+        pieces = []
+        for start in range(0, num_points, chunk):
+            part = points[:, start : start + chunk]
+            noise, logabsdet = self._run(part, context, inverse=False, per_point=per_point)
+            pieces.append(self._base_log_prob(noise, context, per_point) + logabsdet)
+        if per_point:
+            return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+        return pieces[0] if len(pieces) == 1 else torch.stack(pieces).sum(0)
+
+    def transform_to_noise(self, points: Tensor, context: Tensor | None = None) -> Tensor:
+        """Map point sets to the base distribution's space.
+
+        Arguments:
+            points: Point sets, `(B, N, D)`.
+            context: Per-shape context, `(B, C)`.
+
+        Returns:
+            The noise, `(B, N, D)`.
+        """
+        batch, num_points = self._check_points(points, context)
+        chunk = self._resolve_chunk(None, batch, num_points, points.dtype)
+        pieces = [
+            self._run(points[:, s : s + chunk], context, inverse=False, per_point=False)[0]
+            for s in range(0, num_points, chunk)
+        ]
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+
+    def _sample_chunks(
+        self, num_points: int, context: Tensor | None, chunk_size: int | None, with_log_prob: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        batch = self._check_sample_args(num_points, context)
+        dtype = context.dtype if context is not None else self._distribution._reference.dtype
+        chunk = self._resolve_chunk(chunk_size, batch, num_points, dtype)
+        samples, log_probs = [], []
+        for start in range(0, num_points, chunk):
+            count = min(chunk, num_points - start)
+            noise = self._distribution.sample(count, context)
+            points, logabsdet = self._run(noise, context, inverse=True, per_point=False)
+            samples.append(points)
+            if with_log_prob:
+                log_probs.append(self._base_log_prob(noise, context, False) - logabsdet)
+        out = samples[0] if len(samples) == 1 else torch.cat(samples, 1)
+        if not with_log_prob:
+            return out, None
+        return out, log_probs[0] if len(log_probs) == 1 else torch.stack(log_probs).sum(0)
+
+    def sample(
+        self, num_points: int, context: Tensor | None = None, chunk_size: int | None = None
+    ) -> Tensor:
+        """Sample ``num_points`` points for every shape (differentiable in context and weights).
+
+        Arguments:
+            num_points: Points per shape, any positive number (millions are fine without
+                autograd: they are generated in chunks within the memory budget).
+            context: Per-shape context, `(B, C)`.
+            chunk_size: Points per shape generated at a time; derived from ``memory_budget``
+                when ``None`` and autograd is off, all at once when it is on.
+
+        Returns:
+            Points, `(B, num_points, D)`.
+        """
+        return self._sample_chunks(num_points, context, chunk_size, with_log_prob=False)[0]
+
+    def sample_and_log_prob(
+        self, num_points: int, context: Tensor | None = None, chunk_size: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Sample points and the log-likelihood of each sampled set.
+
+        Arguments:
+            num_points: Points per shape.
+            context: Per-shape context, `(B, C)`.
+            chunk_size: As in `sample`.
+
+        Returns:
+            ``(points, log_prob)``: `(B, num_points, D)` and `(B,)`.
+        """
+        return self._sample_chunks(num_points, context, chunk_size, with_log_prob=True)
+
+    def _log_prob(self, inputs: Tensor, context: Tensor | None) -> Tensor:
+        return self.log_prob(inputs, context)
+
+    def _sample(self, num_samples: int, context: Tensor | None) -> Tensor:
+        return self.sample(num_samples, context)

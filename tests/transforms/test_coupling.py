@@ -1,0 +1,263 @@
+"""Tests of the point coupling layers against naive references and nflows' conventions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nflows.transforms import CompositeTransform, InverseTransform, Permutation
+from torch.autograd.functional import jacobian
+
+from pcflow.transforms import PointAffineCoupling, PointSplineCoupling
+
+MASKS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1)]
+
+
+def make_layer(kind: str, mask, context=5, hidden=8, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    cls = PointAffineCoupling if kind == "affine" else PointSplineCoupling
+    layer = cls(mask, context_features=context, hidden_features=hidden)
+    # Non-trivial maps: output layers far from the near-identity initialisation.
+    layer.networks.reset_parameters(last_std=0.5)
+    return layer.to(dtype)
+
+
+def point_logabsdet(layer, point, z, inverse=False):
+    """log|det| of one point's map from its autograd Jacobian (the slow reference)."""
+
+    def single(x):
+        fn = layer.inverse if inverse else layer.forward
+        return fn(x.view(1, 1, -1), z.view(1, -1))[0].view(-1)
+
+    return torch.linalg.slogdet(jacobian(single, point))[1]
+
+
+def naive_affine(layer: PointAffineCoupling, points, z):
+    """The documented formula, one point at a time, with explicit weights."""
+    net = layer.networks
+    ident, trans = layer.identity_features, layer.transformed_features
+    outputs = points.clone()
+    logabsdet = torch.zeros(points.shape[0], dtype=points.dtype)
+    for b in range(points.shape[0]):
+        film = torch.nn.functional.silu(net.film_in(z[b]))
+        film = film.view(4, -1)
+        film = torch.stack([film[i] @ net.film_weight[i] + net.film_bias[i, 0] for i in range(4)])
+        for p in range(points.shape[1]):
+            x = points[b, p]
+            out = []
+            for k in range(2):  # 0: shift network, 1: log-scale network
+                h = torch.relu(x[ident] @ net.first_weight[k] + net.first_bias[k, 0])
+                h = h @ net.hidden_weight[k] + net.hidden_bias[k, 0]
+                h = torch.relu(h * (net.film_eps + torch.exp(film[k])) + film[2 + k])
+                out.append(h @ net.last_weight[k] + net.last_bias[k, 0])
+            shift, raw = out
+            log_scale = layer.max_log_scale * raw / (1 + raw.abs())
+            outputs[b, p, trans] = x[trans] * torch.exp(log_scale) + shift
+            logabsdet[b] += log_scale.sum()
+    return outputs, logabsdet
+
+
+@pytest.mark.parametrize("mask", MASKS)
+def test_affine_matches_naive_formula(mask):
+    layer = make_layer("affine", mask)
+    points, z = torch.randn(2, 7, 3, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    outputs, logabsdet = layer(points, z)
+    expected, expected_logabsdet = naive_affine(layer, points, z)
+    torch.testing.assert_close(outputs, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(logabsdet, expected_logabsdet, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["affine", "spline"])
+@pytest.mark.parametrize("mask", [(1, 0, 0), (0, 1, 1), (1, 0, 1)])
+def test_logabsdet_equals_autograd_jacobian(kind, mask):
+    layer = make_layer(kind, mask)
+    points = torch.randn(2, 4, 3, dtype=torch.float64) * 1.5
+    z = torch.randn(2, 5, dtype=torch.float64)
+    outputs, per_point = layer.forward_points(points, z)
+    _, back_per_point = layer.inverse_points(outputs, z)
+    for b in range(2):
+        for p in range(4):
+            ref = point_logabsdet(layer, points[b, p], z[b])
+            torch.testing.assert_close(per_point[b, p], ref, rtol=1e-10, atol=1e-10)
+            ref_inv = point_logabsdet(layer, outputs[b, p], z[b], inverse=True)
+            torch.testing.assert_close(back_per_point[b, p], ref_inv, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(layer(points, z)[1], per_point.sum(1))
+
+
+@pytest.mark.parametrize("kind", ["affine", "spline"])
+@pytest.mark.parametrize("mask", MASKS)
+def test_round_trip_float64(kind, mask):
+    layer = make_layer(kind, mask)
+    points = torch.rand(3, 50, 3, dtype=torch.float64) * 2 - 1
+    z = torch.randn(3, 5, dtype=torch.float64)
+    outputs, logabsdet = layer(points, z)
+    back, back_logabsdet = layer.inverse(outputs, z)
+    assert (back - points).abs().max() < 1e-10
+    assert (logabsdet + back_logabsdet).abs().max() < 1e-10
+    # Conditioning coordinates pass through exactly.
+    ident = layer.identity_features
+    assert torch.equal(outputs[..., ident], points[..., ident])
+
+
+@pytest.mark.parametrize("kind", ["affine", "spline"])
+def test_nflows_conventions(kind):
+    """nflows' transform tests: shapes, and forward then InverseTransform is the identity."""
+    layer = make_layer(kind, (0, 1, 1))
+    points = torch.randn(4, 20, 3, dtype=torch.float64)
+    z = torch.randn(4, 5, dtype=torch.float64)
+    outputs, logabsdet = layer(points, z)
+    assert outputs.shape == points.shape and logabsdet.shape == (4,)
+    assert torch.isfinite(outputs).all() and torch.isfinite(logabsdet).all()
+    identity = CompositeTransform([layer, InverseTransform(layer)])
+    back, total = identity(points, z)
+    torch.testing.assert_close(back, points, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(total, torch.zeros(4, dtype=torch.float64), rtol=0, atol=1e-10)
+    inv_out, inv_logabsdet = InverseTransform(layer)(outputs, z)
+    torch.testing.assert_close(inv_out, points)
+    torch.testing.assert_close(inv_logabsdet, -logabsdet)
+
+
+def test_composes_with_nflows_transform():
+    first = make_layer("affine", (1, 0, 0), seed=1)
+    second = make_layer("spline", (0, 1, 1), seed=2)
+    shuffle = Permutation(torch.tensor([2, 0, 1]), dim=2)
+    stack = CompositeTransform([first, shuffle, second])
+    points = torch.randn(2, 30, 3, dtype=torch.float64)
+    z = torch.randn(2, 5, dtype=torch.float64)
+    outputs, logabsdet = stack(points, z)
+    a, la = first(points, z)
+    b = a[..., [2, 0, 1]]
+    c, lc = second(b, z)
+    torch.testing.assert_close(outputs, c)
+    torch.testing.assert_close(logabsdet, la + lc)
+    back, back_logabsdet = stack.inverse(outputs, z)
+    torch.testing.assert_close(back, points, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(back_logabsdet, -logabsdet)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    kind=st.sampled_from(["affine", "spline"]),
+    mask=st.sampled_from(MASKS),
+    batch=st.integers(1, 3),
+    num_points=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_points_are_independent_and_equivariant(kind, mask, batch, num_points, seed):
+    layer = make_layer(kind, mask, seed=seed % 7)
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.randn(batch, num_points, 3, generator=generator, dtype=torch.float64)
+    z = torch.randn(batch, 5, generator=generator, dtype=torch.float64)
+    outputs, per_point = layer.forward_points(points, z)
+    perm = torch.randperm(num_points, generator=generator)
+    shuffled, shuffled_per_point = layer.forward_points(points[:, perm], z)
+    torch.testing.assert_close(shuffled, outputs[:, perm], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(shuffled_per_point, per_point[:, perm], rtol=1e-12, atol=1e-12)
+    # Each point alone gives the same result as inside its set.
+    p = int(torch.randint(num_points, (1,), generator=generator))
+    alone, alone_logabsdet = layer(points[:, p : p + 1], z)
+    torch.testing.assert_close(alone[:, 0], outputs[:, p], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(alone_logabsdet, per_point[:, p], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["affine", "spline"])
+def test_gradcheck_inputs_context_parameters(kind):
+    layer = make_layer(kind, (1, 0, 1), context=3, hidden=4)
+    points = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, c, *params):
+        out, logabsdet = layer(x, c)
+        return out, logabsdet
+
+    assert torch.autograd.gradcheck(fn, (points, z))
+    assert torch.autograd.gradcheck(lambda x, c: layer.inverse(x, c), (points, z))
+    out, logabsdet = layer(points, z)
+    (out.square().sum() + logabsdet.sum()).backward()
+    for name, param in layer.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_float32_matches_float64():
+    layer = make_layer("affine", (0, 1, 0))
+    points = torch.rand(2, 64, 3, dtype=torch.float64) * 2 - 1
+    z = torch.randn(2, 5, dtype=torch.float64)
+    ref, ref_logabsdet = layer(points, z)
+    out, logabsdet = layer.float()(points.float(), z.float())
+    torch.testing.assert_close(out, ref.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logabsdet, ref_logabsdet.float(), rtol=1e-5, atol=1e-4)
+
+
+def test_unconditional_layer_ignores_context():
+    layer = PointAffineCoupling([1, 0, 0], context_features=None, hidden_features=8)
+    layer.networks.reset_parameters(last_std=0.5)
+    points = torch.randn(2, 10, 3)
+    out, _ = layer(points)
+    out_ctx, _ = layer(points, torch.randn(2, 4))
+    torch.testing.assert_close(out, out_ctx)
+    torch.testing.assert_close(layer.inverse(out)[0], points, rtol=1e-5, atol=1e-5)
+
+
+def test_log_scale_is_bounded():
+    layer = PointAffineCoupling([1, 1, 0], context_features=2, hidden_features=8, max_log_scale=0.5)
+    torch.nn.init.normal_(layer.networks.last_weight, std=100.0)
+    points = torch.randn(1, 500, 3) * 10
+    _, per_point = layer.forward_points(points, torch.randn(1, 2))
+    assert per_point.abs().max() <= 2 * 0.5 + 1e-6  # two transformed coordinates
+    assert math.isclose(layer.max_log_scale, 0.5)
+
+
+@pytest.mark.parametrize("kind", ["affine", "spline"])
+def test_errors_name_the_problem(kind):
+    layer = make_layer(kind, (1, 0, 0), dtype=torch.float32)
+    points, z = torch.randn(2, 10, 3), torch.randn(2, 5)
+    with pytest.raises(ValueError, match=r"inputs must have shape \(B, N, 3\)"):
+        layer(points[0], z)
+    with pytest.raises(ValueError, match=r"inputs must have shape \(B, N, 3\)"):
+        layer(torch.randn(2, 10, 4), z)
+    with pytest.raises(ValueError, match="context has batch size 3"):
+        layer(points, torch.randn(3, 5))
+    with pytest.raises(ValueError, match=r"context must have shape \(B, 5\)"):
+        layer.inverse(points, torch.randn(2, 6))
+    with pytest.raises(ValueError, match="context is required"):
+        layer(points)
+    bad = points.clone()
+    bad[0, 3, 1] = float("nan")
+    with pytest.raises(ValueError, match="inputs must be finite"):
+        layer(bad, z)
+    with pytest.raises(ValueError, match="context must be finite"):
+        layer(points, torch.full((2, 5), float("inf")))
+    with pytest.raises(ValueError, match="empty point sets"):
+        layer(torch.randn(2, 0, 3), z)
+    with pytest.raises(TypeError, match="floating-point"):
+        layer(torch.ones(2, 10, 3, dtype=torch.long), z)
+
+
+@pytest.mark.parametrize("cls", [PointAffineCoupling, PointSplineCoupling])
+@pytest.mark.parametrize("mask", [(1, 1, 1), (0, 0, 0)])
+def test_bad_masks(cls, mask):
+    with pytest.raises(ValueError, match="mask must mark at least one coordinate"):
+        cls(mask, context_features=2)
+
+
+@pytest.mark.parametrize("cache_bytes", [1, 2 * 8 * 8 * 5, 2 * 8 * 8 * 26])
+def test_cache_blocks_give_same_values(monkeypatch, cache_bytes):
+    """Blocks of point slices (small budget) or of several shapes give the unblocked values."""
+    import pcflow.transforms.coupling as coupling
+
+    layer = make_layer("affine", (0, 1, 1))
+    points = torch.randn(5, 13, 3, dtype=torch.float64)
+    z = torch.randn(5, 5, dtype=torch.float64)
+    expected, expected_logabsdet = naive_affine(layer, points, z)
+    # The budget is per thread: divide so the blocks are the same with any thread count.
+    monkeypatch.setattr(coupling, "_CACHE_BYTES", max(1, cache_bytes // torch.get_num_threads()))
+    assert len(layer.networks.chunks(points)) > 1
+    outputs, per_point = layer.forward_points(points, z)
+    torch.testing.assert_close(outputs, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(per_point.sum(1), expected_logabsdet, rtol=1e-12, atol=1e-12)
+    back, back_per_point = layer.inverse_points(outputs, z)
+    torch.testing.assert_close(back, points, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(back_per_point, -per_point, rtol=1e-12, atol=1e-12)
