@@ -1,0 +1,244 @@
+"""The FlowGAN example programs, run as a user runs them: kill-and-resume, torchrun, evaluate,
+reconstruct, and their errors."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pcflow.utils import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "flowgan"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(f"flowgan_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preset's synthetic dataset, generated once for this module."""
+    from pcflow.recipes.flowgan import FlowGANConfig, build_dataset
+
+    root = tmp_path_factory.mktemp("synthetic-tiny")
+    config = FlowGANConfig.preset("tiny").with_overrides(
+        [f"data.root={root}", "data.options.num_workers=0"]
+    )
+    for split in ("train", "val", "test"):
+        build_dataset(config, split, progress=False)
+    return root
+
+
+@pytest.fixture
+def scratch() -> Path:
+    # Checkpoints of the tiny model are ~360 MB: keep them in memory where possible.
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(dir=base, prefix="pcflow-examples-") as directory:
+        yield Path(directory)
+
+
+def _train_command(out: Path, data_root: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        str(EXAMPLES / "train.py"),
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        f"data.root={data_root}",
+        "--set",
+        "train.threads=1",
+        "--set",
+        "train.epochs=1",
+        *extra,
+    ]
+
+
+def _parameters(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_same_weights(data_root: Path, scratch: Path) -> None:
+    whole, killed = scratch / "whole", scratch / "killed"
+    subprocess.run(_train_command(whole, data_root), check=True, env=ENV, capture_output=True)
+    command = _train_command(killed, data_root, "--set", "train.checkpoint_every=2")
+    process = subprocess.Popen(command, env=ENV, stderr=subprocess.DEVNULL)
+    last = killed / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up, as in a crash or preemption
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    resumed = subprocess.run(
+        [*command, "--resume"], check=True, env=ENV, capture_output=True, text=True
+    )
+    step = int(re.search(r"resumed from .* at step (\d+)", resumed.stderr).group(1))
+    assert 2 <= step < 8
+    expected, got = _parameters(whole / "checkpoints" / "last.pt"), _parameters(last)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    with open(killed / "log.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row["total_loss"]]
+    # The killed run's rows after its checkpoint were dropped, then logged again once.
+    assert [int(row["step"]) for row in rows] == list(range(1, 9))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_stay_in_sync(data_root: Path, scratch: Path) -> None:
+    out = scratch / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        *_train_command(out, data_root, "--save-rank-weights", "--max-steps", "3")[1:],
+    ]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(out / "rank_weights" / f"rank{r}.pt") for r in (0, 1)]
+    initial = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert initial["world_size"] == 2 and len(initial["rng"]) == 2
+    assert initial["trainer"]["global_step"] == 3
+    changed = 0
+    for name, value in ranks[0].items():
+        if "running" in name or "num_batches" in name:
+            continue  # BatchNorm statistics: rank 0's are broadcast at every forward
+        assert torch.equal(value, ranks[1][name]), f"ranks differ in {name}"
+        changed += 1
+    assert changed > 0
+
+
+@pytest.mark.slow
+def test_evaluate_and_reconstruct(data_root: Path, scratch: Path) -> None:
+    out = scratch / "run"
+    subprocess.run(
+        _train_command(out, data_root, "--max-steps", "2"), check=True, env=ENV, capture_output=True
+    )
+    checkpoint = out / "checkpoints" / "last.pt"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "evaluate.py"),
+            "--checkpoint",
+            str(checkpoint),
+            "--baselines",
+            "--no-progress",
+            "--out",
+            str(scratch / "eval"),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for text in ("CD (x1e3)", "EMD (x1e2)", "F-score (%)", "mug", "table", "mean cloud", "FlowGAN"):
+        assert text in result.stdout
+    metrics = json.loads((scratch / "eval" / "metrics.json").read_text())
+    assert set(metrics["FlowGAN"]["per_category"]) == {"mug", "table"}
+    assert metrics["FlowGAN"]["settings"]["fscore_threshold"] == 1e-3
+    assert (scratch / "eval" / "pictures.png").stat().st_size > 0
+
+    image = (np.random.default_rng(0).random((50, 40, 4)) * 255).astype(np.uint8)
+    Image.fromarray(image, "RGBA").save(scratch / "input.png")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "reconstruct.py"),
+            "--checkpoint",
+            str(checkpoint),
+            "--image",
+            str(scratch / "input.png"),
+            "--num-points",
+            "777",
+            "--out",
+            str(scratch / "cloud"),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    from pcflow.io import read_ply
+
+    points = read_ply(scratch / "cloud.ply")["points"]
+    assert points.shape == (777, 3) and np.isfinite(points).all()
+    assert (scratch / "cloud.png").stat().st_size > 0
+
+    # A missing or corrupt checkpoint is a clear error, not a traceback.
+    (scratch / "bad.pt").write_bytes(b"not a checkpoint")
+    for path, message in [(scratch / "none.pt", "does not exist"), (scratch / "bad.pt", "corrupt")]:
+        result = subprocess.run(
+            [sys.executable, str(EXAMPLES / "evaluate.py"), "--checkpoint", str(path)],
+            env=ENV,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2 and message in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_reconstruct_image_errors(tmp_path: Path) -> None:
+    reconstruct = _example("reconstruct")
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.fromarray(np.zeros((20, 20), np.uint16)).save(tmp_path / "depth.png")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "tiny.png")
+    cases = [
+        (tmp_path / "missing.png", "does not exist"),
+        (tmp_path / "notes.png", "not an image file"),
+        (tmp_path / "depth.png", "16-bit"),
+        (tmp_path / "tiny.png", "too small"),
+    ]
+    for path, message in cases:
+        with pytest.raises(reconstruct.ImageError, match=message):
+            reconstruct.load_image(path)
+
+
+def test_reconstruct_reads_rgba_on_white_and_pads_to_square(tmp_path: Path) -> None:
+    reconstruct = _example("reconstruct")
+    pixels = np.zeros((10, 20, 4), np.uint8)
+    pixels[..., 0] = 255  # red, alpha 0 on the left half, opaque on the right half
+    pixels[:, 10:, 3] = 255
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "object.png")
+    image = reconstruct.load_image(tmp_path / "object.png")
+    assert image.shape == (3, 20, 20)
+    assert torch.allclose(image[:, :5], torch.ones(3, 5, 20))  # white padding on top
+    assert torch.allclose(image[:, 5:15, :10], torch.ones(3, 10, 10))  # transparent: white
+    assert torch.allclose(image[:, 5:15, 10:], torch.tensor([1.0, 0, 0])[:, None, None])
+
+
+def test_train_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    train = _example("train")
+    with pytest.raises(SystemExit, match=r"unknown config key 'train\.epoch'"):
+        train.main(["--out", str(tmp_path), "--set", "train.epoch=3"])
+    (tmp_path / "bad.yaml").write_text("model:\n  hiden_features: 3\n")
+    with pytest.raises(SystemExit, match=r"unknown config key 'model\.hiden_features'"):
+        train.main(["--out", str(tmp_path), "--config", str(tmp_path / "bad.yaml")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        train.main(["--out", str(tmp_path), "--config", str(tmp_path / "none.yaml")])
+    with pytest.raises(SystemExit, match="must be an integer"):
+        train.main(["--out", str(tmp_path), "--set", "train.epochs=two"])

@@ -1,0 +1,196 @@
+"""FlowGAN's model: the loss equals its formula, the critic's gradient reaches the flow through
+sampling, reconstruction of any size, and clear errors for bad images."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pcflow.critics import generator_loss
+from pcflow.recipes.flowgan import (
+    FlowGAN,
+    FlowGANConfig,
+    PSGNBaseline,
+    build_model,
+    prepare_images,
+)
+
+
+def _config(**loss: float) -> FlowGANConfig:
+    overrides = [f"loss.{k}={v}" for k, v in loss.items()]
+    return FlowGANConfig.preset("tiny").with_overrides(overrides)
+
+
+def _batch(batch: int = 3, num_points: int = 40) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(batch, 3, 40, 40, generator=generator)
+    points = torch.randn(batch, num_points, 3, generator=generator) * 0.5
+    target = torch.randn(batch, num_points + 5, 3, generator=generator) * 0.5
+    return images, points, target
+
+
+def _reference_nll(model: FlowGAN, points: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    # Run the flow's layers one by one and add the standard normal's density by hand.
+    noise, total = points, torch.zeros(points.shape[0], dtype=points.dtype)
+    for layer in model.generator.flow.layers:
+        noise, logabsdet = layer(noise, z)
+        total = total + logabsdet
+    base = (-0.5 * noise**2 - 0.5 * math.log(2 * math.pi)).sum(dim=(1, 2))
+    return -(base + total)
+
+
+@pytest.mark.slow
+def test_loss_equals_its_formula() -> None:
+    weights = {"points_weight": 0.7, "prior_weight": 1.3, "entropy_weight": 0.4}
+    model = FlowGAN(_config(**weights)).double()
+    images, points, target = (t.double() for t in _batch())
+    scale = model.config.model.cloud_scale
+    torch.manual_seed(5)
+    terms = model.generator_terms(images, points, target)
+
+    # The same computation from the parts, written out.
+    torch.manual_seed(5)
+    generator = model.generator
+    features = generator.point_encoder(points / scale)
+    mean, log_var = generator.posterior_head.linear(features).chunk(2, dim=-1)
+    std = (0.5 * log_var).exp()
+    z = mean + std * torch.randn(mean.shape, dtype=mean.dtype)
+    prepared = prepare_images(images, model.config.model.image_size, 4)
+    image_mean, image_log_var = generator.image_head.linear(
+        generator.image_encoder(prepared)
+    ).chunk(2, dim=-1)
+    image_gaussian = torch.distributions.Normal(image_mean, (0.5 * image_log_var).exp())
+    nll_points = _reference_nll(model, target / scale, z)
+    nll_latent = -image_gaussian.log_prob(z).sum(-1)
+    entropy = torch.distributions.Normal(mean, std).entropy().sum(-1)
+    expected = 0.7 * nll_points + 1.3 * nll_latent - 0.4 * entropy
+
+    torch.testing.assert_close(terms["nll_points"], nll_points)
+    torch.testing.assert_close(terms["nll_latent"], nll_latent)
+    torch.testing.assert_close(terms["entropy"], entropy)
+    torch.testing.assert_close(terms["loss"], expected)
+
+
+def test_prepare_images_grey_plus_rgb() -> None:
+    images = torch.rand(2, 3, 20, 20)
+    prepared = prepare_images(images, 20, 4)
+    grey = 0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]
+    rgb_mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    rgb_std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    torch.testing.assert_close(prepared[:, 1:], (images - rgb_mean) / rgb_std)
+    grey_mean = 0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406
+    grey_std = 0.299 * 0.229 + 0.587 * 0.224 + 0.114 * 0.225
+    torch.testing.assert_close(prepared[:, 0], (grey - grey_mean) / grey_std)
+    assert prepare_images(images, 32, 3).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("to_encoder", [True, False])
+def test_critic_gradient_reaches_the_flow_through_sampling(to_encoder: bool) -> None:
+    config = _config().with_overrides(
+        [f"loss.adversarial_to_encoder={str(to_encoder).lower()}", "loss.adversarial_latent=sample"]
+    )
+    model = FlowGAN(config).double()
+    model.critic.eval()  # fixed batch statistics: a deterministic function for finite differences
+    images, points, target = (t.double() for t in _batch(2, 30))
+    prepared = model.prepare_images(images)
+    flow_parameters = list(model.generator.flow.parameters())
+
+    def adversarial_loss() -> torch.Tensor:
+        torch.manual_seed(3)
+        terms = model.generator(prepared, points / 2, target / 2, num_fake_points=25)
+        assert terms["fake"].shape == (2, 25, 3)
+        return generator_loss(model.critic(terms["fake"], prepared), kind="lsgan")
+
+    gradients = torch.autograd.grad(adversarial_loss(), flow_parameters)
+    assert all(g.abs().sum() > 0 for g in gradients[-6:]), "no gradient reached the flow"
+    # The directional derivative matches central finite differences (same sampling noise).
+    direction = [torch.randn_like(p) for p in flow_parameters]
+    analytic = sum((g * d).sum() for g, d in zip(gradients, direction))
+    step = 1e-6
+    with torch.no_grad():
+        for p, d in zip(flow_parameters, direction):
+            p.add_(step * d)
+        plus = adversarial_loss()
+        for p, d in zip(flow_parameters, direction):
+            p.sub_(2 * step * d)
+        minus = adversarial_loss()
+    numeric = (plus - minus) / (2 * step)
+    torch.testing.assert_close(analytic, numeric, rtol=1e-4, atol=1e-8)
+    image_gradient = torch.autograd.grad(
+        adversarial_loss(), model.generator.image_head.linear.weight, allow_unused=True
+    )[0]
+    if to_encoder:
+        assert image_gradient.abs().sum() > 0, "no gradient reached the image encoder"
+    else:
+        assert image_gradient is None
+
+
+def test_ablation_has_no_critic_and_no_samples() -> None:
+    model = build_model(FlowGANConfig.preset("tiny").with_overrides(["model.adversarial=false"]))
+    assert isinstance(model, FlowGAN) and model.critic is None
+    images, points, target = _batch()
+    assert "fake" not in model.generator_terms(images, points, target)
+
+
+def test_reconstruct_any_number_of_points_at_unit_scale() -> None:
+    model = FlowGAN(_config())
+    images = torch.rand(2, 3, 48, 48)  # resized to the config's 32 x 32
+    for num_points in (1, 3000):
+        assert model.reconstruct(images, num_points=num_points).shape == (2, num_points, 3)
+    assert model.training  # reconstruct restores the mode
+    torch.manual_seed(0)
+    clouds = model.reconstruct(images, num_points=50)
+    model.eval()
+    with torch.no_grad():
+        z = model.image_distribution(images).mean
+        torch.manual_seed(0)
+        expected = model.generator.flow.sample(50, context=z) * model.config.model.cloud_scale
+    torch.testing.assert_close(clouds, expected)
+
+
+def test_psgn_baseline_regresses_a_fixed_set() -> None:
+    config = FlowGANConfig.preset("tiny").with_overrides(["model.decoder=psgn"])
+    model = build_model(config)
+    assert isinstance(model, PSGNBaseline) and model.critic is None
+    images, points, target = _batch()
+    terms = model.generator_terms(images, points, target)
+    assert terms["loss"].shape == (3,)
+    assert model.reconstruct(images, num_points=64).shape == (3, 64, 3)
+    assert model.reconstruct(images, num_points=200).shape == (3, 200, 3)
+    with pytest.raises(ValueError, match="decoder='flow'"):
+        FlowGAN(config)
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (torch.rand(2, 4, 32, 32), "RGBA"),
+        (torch.rand(2, 32, 32, 3), "channels last"),
+        (torch.rand(3, 32, 32), "batch dimension"),
+        ((torch.rand(2, 3, 32, 32) * 255).to(torch.uint8), "divide by 255"),
+        (torch.full((2, 3, 32, 32), float("nan")), "finite"),
+        (torch.rand(2, 3, 32, 32) * 255, r"\[0, 1\]"),
+        (torch.rand(0, 3, 32, 32), "empty"),
+        ([[1.0]], "torch.Tensor"),
+    ],
+)
+def test_bad_images_are_refused(images, message: str) -> None:
+    model = FlowGAN(_config())
+    with pytest.raises((TypeError, ValueError), match=message):
+        model.reconstruct(images, num_points=10)
+
+
+def test_bad_arguments_are_refused() -> None:
+    model = FlowGAN(_config())
+    images, points, target = _batch()
+    with pytest.raises(ValueError, match="num_points"):
+        model.reconstruct(images, num_points=0)
+    with pytest.raises(ValueError, match=r"points must have shape \(B, N, 3\)"):
+        model.generator_terms(images, points[..., :2], target)
+    with pytest.raises(ValueError, match="batch size"):
+        model.generator_terms(images, points[:2], target)
+    with pytest.raises(ValueError, match="decoder"):
+        build_model(FlowGANConfig().with_overrides(["model.decoder=voxels"]))

@@ -1,0 +1,276 @@
+"""FlowGAN's training loop: exact resume, the NaN guard, the adversarial term, mixed precision,
+logs, and the resumable sampler."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from pcflow.recipes.flowgan import (
+    FlowGANConfig,
+    NonFiniteLossError,
+    ResumableSampler,
+    SeededSamples,
+    Trainer,
+    capture_rng_state,
+    restore_rng_state,
+)
+from pcflow.utils import CheckpointError, load_checkpoint
+
+
+class ToyShapes(Dataset):
+    """Balls and rods with fixed pictures; every access draws fresh point noise (global RNG)."""
+
+    categories = ("ball", "rod")
+
+    def __init__(self, count: int = 16, num_points: int = 32, image_size: int = 32) -> None:
+        generator = torch.Generator().manual_seed(count)
+        self.images = torch.rand(count, 3, image_size, image_size, generator=generator)
+        self.num_points = num_points
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def _cloud(self, index: int) -> torch.Tensor:
+        points = torch.randn(self.num_points, 3)
+        if index % 2 == 0:
+            return points / points.norm(dim=1, keepdim=True) * 0.5
+        return points * torch.tensor([0.05, 0.8, 0.05])
+
+    def __getitem__(self, index: int) -> dict:
+        return {
+            "image": self.images[index],
+            "points": self._cloud(index),
+            "points_target": self._cloud(index),
+            "category": index % 2,
+            "category_name": self.categories[index % 2],
+            "model_id": f"{index // 2:04d}",
+        }
+
+
+def _config(*overrides: str) -> FlowGANConfig:
+    base = ["data.num_points=32", "train.epochs=2", "train.checkpoint_every=1000"]
+    return FlowGANConfig.preset("tiny").with_overrides([*base, *overrides])
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    # Checkpoints of the tiny model (two ResNet18s and their optimiser states) are large:
+    # write them to memory where the machine has a tmpfs.
+    shm = Path("/dev/shm")
+    if shm.is_dir():
+        import tempfile
+
+        directory = Path(tempfile.mkdtemp(dir=shm, prefix="pcflow-test-"))
+        yield directory
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+    else:
+        yield tmp_path
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(out: Path) -> None:
+    config = _config()
+    data = ToyShapes()
+    whole = Trainer(config, out / "whole", data, progress=False)
+    whole.fit()
+    first = Trainer(config, out / "resumed", data, progress=False)
+    first.fit(max_steps=5)  # stops mid-epoch 2, as if killed right after its checkpoint
+    assert first.state.global_step == 5 and first.state.step_in_epoch == 1
+    torch.manual_seed(1234)  # whatever ran in between must not matter
+    np.random.seed(99)  # noqa: NPY002
+    random.seed(7)
+    second = Trainer(config, out / "resumed", data, resume=True, progress=False)
+    assert second.resumed_at == 5
+    second.fit()
+    assert second.state.global_step == whole.state.global_step == 8
+    expected, got = _weights(whole), _weights(second)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    a = whole.generator_optimizer.state_dict()["state"]
+    b = second.generator_optimizer.state_dict()["state"]
+    for key in a:
+        for field in a[key]:
+            assert torch.equal(torch.as_tensor(a[key][field]), torch.as_tensor(b[key][field]))
+    state = load_checkpoint(out / "resumed" / "checkpoints" / "last.pt")
+    assert state["trainer"]["finished"] and state["trainer"]["global_step"] == 8
+
+
+def test_resume_refuses_another_model(out: Path) -> None:
+    data = ToyShapes(count=8)
+    Trainer(_config("train.epochs=1"), out, data, progress=False).fit()
+    other = _config("train.epochs=1", "model.hidden_features=12")
+    with pytest.raises(CheckpointError, match="hidden_features: 8 in the checkpoint, 12 now"):
+        Trainer(other, out, data, resume=True, progress=False)
+
+
+def test_nan_guard_skips_steps_then_stops(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config("train.max_consecutive_nonfinite=3", "model.adversarial=false")
+    trainer = Trainer(config, out, ToyShapes(), progress=False)
+    forward = trainer.model.generator.forward
+
+    def poisoned(*args, **kwargs):
+        terms = forward(*args, **kwargs)
+        terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(trainer.model.generator, "forward", poisoned)
+    batch = next(iter(trainer.loader))
+    before = {k: v.clone() for k, v in trainer.model.named_parameters()}
+    for expected in (1, 2):
+        values = trainer.train_step(batch)
+        assert values["skipped"] == 1.0 and math.isnan(values["total_loss"])
+        assert trainer.state.consecutive_nonfinite == expected
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(NonFiniteLossError, match="3 consecutive steps"):
+        trainer.train_step(batch)
+    monkeypatch.setattr(trainer.model.generator, "forward", forward)
+    assert trainer.train_step(batch)["skipped"] == 0.0
+    assert trainer.state.consecutive_nonfinite == 0 and trainer.state.skipped_steps == 3
+
+
+@pytest.mark.parametrize("adversarial", [True, False])
+def test_adversarial_term_alone_moves_the_flow_only_with_a_critic(
+    out: Path, adversarial: bool
+) -> None:
+    # Likelihood weights 0: the generator's only training signal is the critic's.
+    config = _config(
+        f"model.adversarial={str(adversarial).lower()}",
+        "loss.points_weight=0",
+        "loss.prior_weight=0",
+        "loss.entropy_weight=0",
+        "optim.weight_decay=0",
+    )
+    trainer = Trainer(config, out, ToyShapes(), progress=False)
+    batch = next(iter(trainer.loader))
+    flow = {k: v.clone() for k, v in trainer.model.generator.flow.state_dict().items()}
+    values = trainer.train_step(batch)
+    moved = [
+        not torch.equal(flow[k], v) for k, v in trainer.model.generator.flow.state_dict().items()
+    ]
+    if adversarial:
+        assert "critic_loss" in values and "adversarial_loss" in values
+        weight = config.loss.adversarial_weight
+        assert values["total_loss"] == pytest.approx(weight * values["adversarial_loss"], rel=1e-5)
+        assert all(moved), "the critic's gradient did not reach every flow layer"
+    else:
+        assert trainer.model.critic is None and "critic_loss" not in values
+        assert not any(moved)
+
+
+def test_critic_waits_for_its_warm_up(out: Path) -> None:
+    trainer = Trainer(_config("train.critic_warmup_epochs=1"), out, ToyShapes(), progress=False)
+    batch = next(iter(trainer.loader))
+    assert not trainer.critic_active() and "critic_loss" not in trainer.train_step(batch)
+    trainer.state.epoch = 1
+    assert trainer.critic_active() and "critic_loss" in trainer.train_step(batch)
+
+
+def test_bfloat16_mixed_precision_step(out: Path) -> None:
+    trainer = Trainer(_config("train.mixed_precision=true"), out, ToyShapes(), progress=False)
+    values = trainer.train_step(next(iter(trainer.loader)))
+    assert values["skipped"] == 0.0
+    assert all(math.isfinite(v) for v in values.values())
+
+
+def test_outputs_logs_pictures_and_best_checkpoint(out: Path) -> None:
+    config = _config("train.epochs=1", "train.log_every=1")
+    trainer = Trainer(config, out, ToyShapes(count=8), ToyShapes(count=4), progress=False)
+    trainer.fit()
+    assert FlowGANConfig.from_yaml(out / "config.yaml") == config
+    rows = (out / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch") and len(rows) == 1 + 2 + 1  # 2 steps + validation
+    assert "val_chamfer" in rows[0]
+    assert any((out / "tensorboard").iterdir())
+    assert (out / "pictures" / "epoch_001.png").stat().st_size > 0
+    best = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert "generator_optimizer" not in best and best["trainer"]["best_epoch"] == 1
+
+
+def test_batch_larger_than_the_data(out: Path) -> None:
+    with pytest.raises(ValueError, match="smaller than one batch"):
+        Trainer(_config("train.batch_size=64"), out, ToyShapes(count=8), progress=False)
+
+
+def test_sampler_resumes_the_same_order() -> None:
+    data = ToyShapes(count=10)
+    sampler = ResumableSampler(data, seed=3)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    assert sorted(i for i, _ in full) == list(range(10))
+    sampler.set_start(4)
+    assert list(sampler) == full[4:] and len(sampler) == 6
+    sampler.set_start(0)
+    sampler.set_epoch(3)
+    assert [i for i, _ in sampler] != [i for i, _ in full]
+    shares = [list(ResumableSampler(data, 2, rank, seed=3)) for rank in (0, 1)]
+    assert sorted(i for share in shares for i, _ in share) == list(range(10))
+
+
+def test_seeded_samples_ignore_and_keep_the_global_rng() -> None:
+    data = SeededSamples(ToyShapes())
+    torch.manual_seed(0)
+    state = capture_rng_state()
+    first = data[(3, 42)]["points"]
+    after = capture_rng_state()
+    assert torch.equal(state["torch"], after["torch"])
+    assert torch.equal(state["numpy"]["keys"], after["numpy"]["keys"])
+    torch.manual_seed(1)
+    assert torch.equal(data[(3, 42)]["points"], first)
+    assert not torch.equal(data[(3, 43)]["points"], first)
+
+
+def test_rng_state_round_trip() -> None:
+    random.seed(1)
+    np.random.seed(2)  # noqa: NPY002
+    torch.manual_seed(3)
+    state = capture_rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1))  # noqa: NPY002
+    random.seed(9)
+    restore_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected  # noqa: NPY002
+
+
+def test_memory_efficient_flow_trains_the_same(out: Path) -> None:
+    # Recomputing the flow's activations in backward changes memory, not the training step.
+    updates = []
+    for memory_efficient in (False, True):
+        config = _config(f"model.memory_efficient={str(memory_efficient).lower()}")
+        trainer = Trainer(config, out / str(memory_efficient), ToyShapes(), progress=False)
+        assert trainer.model.generator.flow.memory_efficient is memory_efficient
+        values = trainer.train_step(next(iter(trainer.loader)))
+        updates.append((values, dict(trainer.model.generator.flow.named_parameters())))
+    (values_a, flow_a), (values_b, flow_b) = updates
+    assert values_a["total_loss"] == pytest.approx(values_b["total_loss"], rel=1e-6)
+    for name in flow_a:
+        torch.testing.assert_close(flow_a[name], flow_b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_nan_generated_cloud_skips_the_step(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = Trainer(_config(), out, ToyShapes(), progress=False)
+    forward = trainer.model.generator.forward
+
+    def exploding(*args, **kwargs):
+        terms = forward(*args, **kwargs)
+        terms["fake"] = terms["fake"] * float("inf")
+        return terms
+
+    monkeypatch.setattr(trainer.model.generator, "forward", exploding)
+    before = {k: v.clone() for k, v in trainer.model.named_parameters()}
+    values = trainer.train_step(next(iter(trainer.loader)))
+    assert values["skipped"] == 1.0 and trainer.state.skipped_steps == 1
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.named_parameters())
