@@ -1,0 +1,201 @@
+"""Regenerate the documentation's pictures (``docs/images/*.png``) from the library itself.
+
+Usage, from the checkout::
+
+    .venv/bin/python scripts/docs_figures.py                  # every picture
+    .venv/bin/python scripts/docs_figures.py --only flow-steps --fit-seconds 120
+
+Pictures:
+
+- ``getting-started-samples.png``: runs the first Python block of ``docs/index.md`` as it is and
+  keeps the picture it saves, so the home page shows exactly what its example makes.
+- ``flow-steps.png``: fits a DPF-Nets flow to one synthetic chair for ``--fit-seconds`` (one
+  minute by default, on CPU), then carries Gaussian points through its layers and draws them
+  every few layers.
+- ``reconstructions.png``: test images of the synthetic dataset with the clouds a trained FlowGAN
+  reconstructs from them, when a checkpoint exists (``--checkpoint``, or the newest
+  ``runs/*/checkpoints/last.pt``); otherwise the images with their ground-truth clouds, titled as
+  such.
+
+The pictures are kept small (a few hundred kB at most) so they can be committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["figure_flow_steps", "figure_getting_started", "figure_reconstructions", "main"]
+
+
+def _first_python_block(markdown: Path) -> str:
+    match = re.search(r"^```python\n(.*?)^```", markdown.read_text(), re.MULTILINE | re.DOTALL)
+    if match is None:
+        raise SystemExit(f"{markdown} has no ```python block")
+    return match.group(1)
+
+
+def figure_getting_started(out: Path) -> Path:
+    """Run the home page's example in a temporary folder and keep its ``samples.png``."""
+    code = _first_python_block(ROOT / "docs" / "index.md")
+    with tempfile.TemporaryDirectory() as folder:
+        previous = Path.cwd()
+        torch.manual_seed(0)
+        try:
+            import os
+
+            os.chdir(folder)
+            exec(compile(code, "docs/index.md", "exec"), {"__name__": "__docs__"})
+        finally:
+            os.chdir(previous)
+        target = out / "getting-started-samples.png"
+        shutil.copyfile(Path(folder) / "samples.png", target)
+    return target
+
+
+def _synthetic(root: Path, split: str, categories: tuple[str, ...], num_points: int) -> Any:
+    from pcflow.data import SyntheticConfig, SyntheticShapes
+
+    config = SyntheticConfig(
+        categories=categories, objects_per_category=10, views_per_object=2, image_size=64
+    )
+    return SyntheticShapes(
+        root, split, num_points=num_points, config=config, sample_seed=0, num_workers=0,
+        progress=False, regenerate=True,
+    )  # fmt: skip
+
+
+def figure_flow_steps(out: Path, data_root: Path, fit_seconds: float, seed: int = 0) -> Path:
+    """Fit a flow to one synthetic chair, then draw Gaussian points carried through its layers."""
+    from pcflow.flows import dpf_flow
+    from pcflow.viz import plot_point_clouds
+
+    torch.manual_seed(seed)
+    chair = _synthetic(data_root / "chair", "train", ("chair",), 2048)[0]["points"].unsqueeze(0)
+    flow = dpf_flow(context_features=32, num_layers=21, hidden_features=64)
+    latent = torch.nn.Parameter(torch.zeros(1, 32))
+    optimizer = torch.optim.Adam([*flow.parameters(), latent], lr=2e-3)
+    start, step = time.monotonic(), 0
+    while time.monotonic() - start < fit_seconds:
+        nll = -flow.log_prob(chair, latent).mean() / chair.shape[1]
+        optimizer.zero_grad()
+        nll.backward()
+        optimizer.step()
+        step += 1
+    print(f"[flow-steps] {step} steps in {fit_seconds:.0f} s, {nll.item():.3f} nats per point")
+
+    layers = flow.layers  # data -> noise; sampling runs them backwards with layer.inverse
+    shown = {round(len(layers) * k / 6) for k in range(7)}  # 7 stages, then the data
+    clouds, titles = [], []
+    with torch.no_grad():
+        points = torch.randn(1, 4000, 3)
+        for done in range(len(layers) + 1):
+            if done in shown:
+                # Each panel scaled to fit: the noise spans far more than the unit-sphere chair.
+                clouds.append(points[0] / points[0].abs().max())
+                titles.append("Gaussian noise" if done == 0 else f"after {done} layers")
+            if done < len(layers):
+                points, _ = layers[len(layers) - 1 - done].inverse(points, latent)
+    clouds.append(chair[0] / chair[0].abs().max())
+    titles.append("the chair (data)")
+    target = out / "flow-steps.png"
+    plot_point_clouds(
+        clouds, titles=titles, path=target, columns=4, point_size=1.0, panel_size=2.2, dpi=80
+    )
+    return target
+
+
+def _find_checkpoint() -> Path | None:
+    found = sorted((ROOT / "runs").glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def figure_reconstructions(out: Path, data_root: Path, checkpoint: Path | None) -> Path:
+    """Images of the synthetic test split with FlowGAN's reconstructions (or the ground truth)."""
+    from pcflow.viz import plot_point_clouds
+
+    checkpoint = checkpoint or _find_checkpoint()
+    target = out / "reconstructions.png"
+    if checkpoint is None:
+        data = _synthetic(data_root / "all", "test", ("airplane", "car", "chair", "lamp"), 2500)
+        picks = [data[i * len(data) // 4] for i in range(4)]
+        plot_point_clouds(
+            [s["points"] for s in picks],
+            titles=[f"{s['category_name']}: ground truth" for s in picks],
+            images=[s["image"] for s in picks],
+            path=target, point_size=1.0, panel_size=2.2, dpi=80,
+        )  # fmt: skip
+        print("[reconstructions] no checkpoint: drew the ground-truth clouds")
+        return target
+    from pcflow.recipes import flowgan
+
+    model = flowgan.load_model(checkpoint)
+    # Ground truth as dense as the prediction (training may use fewer points per cloud).
+    config = model.config.with_overrides(["data.num_points=2500"])
+    data = flowgan.build_dataset(config, "test", evaluation=True, progress=False)
+    picks, seen = [], set()
+    for index in range(0, len(data), max(1, len(data) // 64)):
+        sample = data[index]
+        if sample["category_name"] not in seen:
+            seen.add(sample["category_name"])
+            picks.append(sample)
+        if len(picks) == 4:
+            break
+    torch.manual_seed(0)
+    images = torch.stack([s["image"] for s in picks])
+    with torch.no_grad():
+        predicted = model.reconstruct(images, num_points=2500)
+    clouds, titles, shown = [], [], []
+    for sample, cloud in zip(picks, predicted):
+        clouds += [cloud, sample["points"]]
+        titles += [f"{sample['category_name']}: FlowGAN", "ground truth"]
+        shown += [sample["image"], None]
+    plot_point_clouds(
+        clouds, titles=titles, images=shown, path=target, columns=4, point_size=1.0,
+        panel_size=2.2, dpi=80,
+    )  # fmt: skip
+    print(f"[reconstructions] from {checkpoint}")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    parser.add_argument("--data", type=Path, default=ROOT / "data_cache" / "docs-figures")
+    parser.add_argument("--fit-seconds", type=float, default=60.0)
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=["getting-started", "flow-steps", "reconstructions"]
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    wanted = set(args.only or ["getting-started", "flow-steps", "reconstructions"])
+    made = []
+    if "getting-started" in wanted:
+        made.append(figure_getting_started(args.out))
+    if "flow-steps" in wanted:
+        made.append(figure_flow_steps(args.out, args.data, args.fit_seconds))
+    if "reconstructions" in wanted:
+        made.append(figure_reconstructions(args.out, args.data, args.checkpoint))
+    for path in made:
+        print(f"wrote {path.relative_to(ROOT) if ROOT in path.parents else path} "
+              f"({path.stat().st_size // 1024} kB)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
