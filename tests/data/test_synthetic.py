@@ -55,7 +55,7 @@ def _digest(root: Path) -> dict[str, str]:
 def test_sample_matches_the_contract(small_root: Path) -> None:
     data = SyntheticShapes(small_root, "train", num_points=300, progress=False)
     assert data.categories == ["chair", "airplane"]
-    assert SyntheticShapes.categories == list(SyntheticConfig().categories)  # class default
+    assert list(SyntheticShapes.categories) == list(SyntheticConfig().categories)  # class default
     assert len(data) == data.num_objects * SMALL.views_per_object == 2 * 2
     sample = data[1]
     assert sample["image"].shape == (3, 32, 32) and sample["image"].dtype == torch.float32
