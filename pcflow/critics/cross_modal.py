@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
 
 from pcflow._checks import check_points, check_same_batch
-from pcflow.encoders.pointnet import PointNetEncoder
+from pcflow.encoders.pointnet import PointNetEncoder, mlp_layers
 from pcflow.encoders.resnet import ResNetImageEncoder, check_images
 
 __all__ = ["CrossModalCritic"]
@@ -88,14 +87,7 @@ class CrossModalCritic(nn.Module):
             norm=norm,
         )
         widths = [point_features + image_features, *hidden_features]
-        layers: list[nn.Module] = []
-        for width_in, width_out in pairwise(widths):
-            layers.append(nn.Linear(width_in, width_out))
-            if norm == "batch":
-                layers.append(nn.BatchNorm1d(width_out))
-            elif norm == "layer":
-                layers.append(nn.LayerNorm(width_out))
-            layers.append(nn.LeakyReLU(negative_slope))
+        layers = mlp_layers(widths, norm, lambda: nn.LeakyReLU(negative_slope))
         layers.append(nn.Linear(widths[-1], 1))
         self.mlp = nn.Sequential(*layers)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 import torch
@@ -83,15 +83,7 @@ class PointNetEncoder(nn.Module):
         self.out_features = widths[-1]
         self.norm = norm
         self.return_point_features = return_point_features
-        layers: list[nn.Module] = []
-        for width_in, width_out in pairwise(widths):
-            layers.append(nn.Linear(width_in, width_out))
-            if norm == "batch":
-                layers.append(nn.BatchNorm1d(width_out))
-            elif norm == "layer":
-                layers.append(nn.LayerNorm(width_out))
-            layers.append(nn.ReLU())
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = nn.Sequential(*mlp_layers(widths, norm, nn.ReLU))
 
     def forward(
         self, points: Tensor, lengths: Tensor | None = None
@@ -132,3 +124,21 @@ class PointNetEncoder(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"norm={self.norm!r}, return_point_features={self.return_point_features}"
         )
+
+
+def mlp_layers(
+    widths: Sequence[int], norm: str | None, activation: Callable[[], nn.Module]
+) -> list[nn.Module]:
+    """Linear -> optional normalisation -> activation, for each consecutive pair of ``widths``.
+
+    Shared by the encoders and critics so their layer layouts (and state-dict keys) agree.
+    """
+    layers: list[nn.Module] = []
+    for width_in, width_out in pairwise(widths):
+        layers.append(nn.Linear(width_in, width_out))
+        if norm == "batch":
+            layers.append(nn.BatchNorm1d(width_out))
+        elif norm == "layer":
+            layers.append(nn.LayerNorm(width_out))
+        layers.append(activation())
+    return layers
