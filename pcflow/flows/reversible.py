@@ -56,6 +56,7 @@ from torch.autograd.function import once_differentiable
 
 from pcflow._checks import check_context, check_points, check_same_batch
 from pcflow.transforms import PointAffineCoupling, PointTransform
+from pcflow.transforms.coupling import is_plain_affine_coupling
 
 __all__ = ["memory_efficient_forward", "memory_efficient_inverse"]
 
@@ -188,17 +189,6 @@ def _directions(layer: Transform) -> tuple[_Apply, _Apply]:
     return layer, layer.inverse
 
 
-def _is_plain_affine_coupling(layer: Transform) -> bool:
-    # Only where forward and inverse are PointAffineCoupling's own (a subclass may change them).
-    kind = type(layer)
-    return (
-        isinstance(layer, PointAffineCoupling)
-        and kind.forward_points is PointAffineCoupling.forward_points
-        and kind.inverse_points is PointAffineCoupling.inverse_points
-        and kind.shift_and_log_scale is PointAffineCoupling.shift_and_log_scale
-    )
-
-
 def _build_steps(layers: list[Transform], inverse: bool) -> tuple[list[_Step], list[nn.Parameter]]:
     params: list[nn.Parameter] = []
     position: dict[int, int] = {}
@@ -214,7 +204,7 @@ def _build_steps(layers: list[Transform], inverse: bool) -> tuple[list[_Step], l
             index.append(position[id(param)])
         forward, backward = _directions(layer)
         apply, reconstruct = (backward, forward) if inverse else (forward, backward)
-        if _is_plain_affine_coupling(layer):
+        if is_plain_affine_coupling(layer):
             recompute = _affine_recompute(layer, inverse)
         else:
             recompute = _generic_recompute(apply, reconstruct)

@@ -104,6 +104,20 @@ class _FiLMNetworks(nn.Module):
         shape[dim] = size
         return weight.new_zeros(shape).index_copy(dim, index, weight)
 
+    def film(self, context: Tensor | None, batch: int) -> tuple[Tensor, Tensor] | None:
+        """FiLM scale ``a`` and folded bias ``c a + b`` of the hidden layer, each `(k, B, H)`.
+
+        ``None`` without a context (the hidden layer is then the same for every shape).
+        """
+        if self.context_features is None:
+            return None
+        k, h = self.num_nets, self.hidden_features
+        film = F.silu(self.film_in(context)).view(batch, 2 * k, h).transpose(0, 1)
+        film = torch.baddbmm(self.film_bias, film, self.film_weight)  # (2k, B, H)
+        scale = self.film_eps + torch.exp(film[:k])  # (k, B, H)
+        # (h W + c) * a + b = (h W) a + (c a + b).
+        return scale, torch.addcmul(film[k:], self.hidden_bias, scale)
+
     def prepare(self, inputs: Tensor, context: Tensor | None) -> tuple[Tensor, ...]:
         """Per-layer and per-shape terms: full first/last weights, FiLM-folded hidden layer."""
         batch, _, features = inputs.shape
@@ -115,16 +129,15 @@ class _FiLMNetworks(nn.Module):
         if self.scatter_out:
             last_weight = self._full(last_weight, 2, self.out_index, features)
             last_bias = self._full(last_bias, 2, self.out_index, features)
-        if self.context_features is None:
+        film = self.film(context, batch)
+        if film is None:
             weight = self.hidden_weight.unsqueeze(1).expand(k, batch, h, h)
             bias = self.hidden_bias.unsqueeze(1).expand(k, batch, 1, h)
         else:
-            film = F.silu(self.film_in(context)).view(batch, 2 * k, h).transpose(0, 1)
-            film = torch.baddbmm(self.film_bias, film, self.film_weight)  # (2k, B, H)
-            scale = self.film_eps + torch.exp(film[:k])  # (k, B, H)
-            # FiLM folded into the per-shape H -> H layer: (h W + c) * a + b = h (W a) + (c a + b).
+            scale, bias = film
+            # FiLM folded into a per-shape copy of the H -> H weights: (h W) a = h (W a).
             weight = self.hidden_weight.unsqueeze(1) * scale.unsqueeze(2)  # (k, B, H, H)
-            bias = torch.addcmul(film[k:], self.hidden_bias, scale).unsqueeze(2)  # (k, B, 1, H)
+            bias = bias.unsqueeze(2)  # (k, B, 1, H)
         return first, weight, bias, last_weight, last_bias
 
     def evaluate(self, terms: tuple[Tensor, ...], inputs: Tensor, start: int) -> list[Tensor]:
@@ -306,6 +319,22 @@ class PointAffineCoupling(PointTransform):
 
     def activation_floats_per_point(self) -> int:
         return 4 * self.hidden_features + 8 * self.features
+
+
+def is_plain_affine_coupling(layer: object) -> bool:
+    """Whether ``layer`` is a `PointAffineCoupling` whose maps are the class's own.
+
+    Code that reimplements the coupling (the memory-efficient backward, the fused kernel) may
+    only stand in for it where a subclass has not changed what it computes.
+    """
+    kind = type(layer)
+    return (
+        isinstance(layer, PointAffineCoupling)
+        and kind.forward_points is PointAffineCoupling.forward_points
+        and kind.inverse_points is PointAffineCoupling.inverse_points
+        and kind.shift_and_log_scale is PointAffineCoupling.shift_and_log_scale
+        and type(layer.networks).prepare is _FiLMNetworks.prepare
+    )
 
 
 class PointSplineCoupling(PointTransform):

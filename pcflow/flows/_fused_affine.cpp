@@ -1,0 +1,618 @@
+// A stack of FiLM-conditioned affine couplings (pcflow.transforms.PointAffineCoupling), evaluated
+// without autograd, one tile of points at a time through every layer.
+//
+// Why a kernel: in eager PyTorch every layer writes its hidden activations to memory, adds the
+// biases with broadcast copies, runs the ReLUs as separate passes and reads everything back,
+// and the per-point networks' first and last layers are matrix products with 1 to 3 columns.
+// Here a tile of P points (64 with AVX-512) is carried through all layers in L1 cache, in a
+// points-in-lanes layout (coordinate-major, P points per row), so that every layer is scalar
+// weights broadcast against vectors of points: the H x H product is a register-blocked
+// microkernel, the first layer, biases, ReLUs, last layer and the coupling itself are fused
+// around it, and no horizontal reduction is needed anywhere. Only the per-shape weights move
+// between cache levels; the points never leave the tile until the last layer is done.
+//
+// Layouts (float32, contiguous; L layers, B shapes, D coordinates, H hidden units; net 0
+// computes the shift, net 1 the raw log-scale):
+//   layout (L, 1 + D) int32: number of transformed coordinates, the transformed coordinates,
+//                            then the conditioning ones
+//   w1 (L, 2, D, H), b1 (L, 2, H)              first layer (rows of conditioning coordinates)
+//   wh (L, 2, H, H) [k][j]                      hidden layer, shared by all shapes
+//   fs (L, 2, B, H), fb (L, 2, B, H)            per-shape FiLM scale and folded bias: the
+//                                               hidden layer is relu((h1 wh) * fs + fb)
+//   wl (L, 2, D, H), bl (L, 2, D)               last layer, transposed (rows of transformed ones)
+//   bound (L,)                                  softsign bound of the log-scale
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace {
+
+#if defined(__AVX512F__)
+#define PCF_VL 16
+constexpr int MR = 4;
+#elif defined(__AVX__)
+#define PCF_VL 8
+constexpr int MR = 2;
+#else
+#define PCF_VL 4
+constexpr int MR = 4;
+#endif
+constexpr int VL = PCF_VL;
+constexpr int NJ = 4;        // vectors of points per tile
+constexpr int P = VL * NJ;   // points per tile
+
+typedef float vf __attribute__((vector_size(PCF_VL * 4)));
+typedef int32_t vi __attribute__((vector_size(PCF_VL * 4)));
+
+// One broadcast instruction (vf{} + s would be an add: -0.0 + 0.0 is not -0.0).
+inline vf splat(float s) { return __builtin_shuffle(vf{s}, vi{}); }
+inline vf load(const float* p) { return *reinterpret_cast<const vf*>(p); }
+inline void store(float* p, vf v) { *reinterpret_cast<vf*>(p) = v; }
+inline vf relu(vf v) {
+  const vf zero = {};
+  return v > zero ? v : zero;
+}
+inline vf vabs(vf v) { return reinterpret_cast<vf>(reinterpret_cast<vi>(v) & 0x7fffffff); }
+
+// exp with Cephes' expf polynomial: 2^n * p(r), |r| <= ln(2)/2, about 1 ulp on [-87, 88].
+inline vf vexp(vf x) {
+  const vf lo = splat(-87.0f), hi = splat(88.0f);
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  vf t = x * 1.44269504088896341f + magic;
+  vf n = t - magic;
+  vi ni = reinterpret_cast<vi>(t) - 0x4B400000;
+  vf r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  return reinterpret_cast<vf>(reinterpret_cast<vi>(p) + (ni << 23));
+}
+
+struct Stack {
+  int64_t L, B, D, H;
+  const int32_t* layout;
+  const float *w1, *b1, *wh, *fs, *fb, *wl, *bl, *bound;
+};
+
+struct Aligned {
+  explicit Aligned(size_t floats)
+      : ptr(static_cast<float*>(std::aligned_alloc(64, ((floats * 4 + 63) / 64) * 64))),
+        size(floats) {
+    TORCH_CHECK(ptr != nullptr, "pcflow fused coupling: out of memory for a buffer");
+  }
+  Aligned(const Aligned&) = delete;
+  Aligned& operator=(const Aligned&) = delete;
+  ~Aligned() { std::free(ptr); }
+  float* ptr;
+  size_t size;
+};
+
+// One network of one layer on the tile: out[q] (transformed coordinate q, P points). With
+// ``g`` (H, P), the hidden layer's sums before FiLM are kept for the backward pass.
+void network(const Stack& s, int64_t l, int net, int64_t b, const int32_t* lay, const float* x,
+             float* h1, float* out, float* g = nullptr) {
+  const int64_t D = s.D, H = s.H;
+  const int nt = lay[0];
+  const int32_t* tr = lay + 1;
+  const int32_t* id = lay + 1 + nt;
+  const int ni = static_cast<int>(D) - nt;
+  const int64_t ln = l * 2 + net;
+  const float* w1 = s.w1 + ln * D * H;
+  const float* b1 = s.b1 + ln * H;
+  const float* wh = s.wh + ln * H * H;
+  const float* fs = s.fs + (ln * s.B + b) * H;
+  const float* fb = s.fb + (ln * s.B + b) * H;
+  const float* wl = s.wl + ln * D * H;
+  const float* bl = s.bl + ln * D;
+
+  // First layer, conditioning coordinates -> H, ReLU: h1[k] = relu(b1[k] + sum_d w1[d, k] x[d]).
+  for (int64_t k = 0; k < H; ++k) {
+    vf acc[NJ];
+#pragma GCC unroll 4
+    for (int v = 0; v < NJ; ++v) acc[v] = splat(b1[k]);
+    for (int q = 0; q < ni; ++q) {
+      const vf w = splat(w1[id[q] * H + k]);
+      const float* xd = x + id[q] * P;
+#pragma GCC unroll 4
+      for (int v = 0; v < NJ; ++v) acc[v] += w * load(xd + v * VL);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NJ; ++v) store(h1 + k * P + v * VL, relu(acc[v]));
+  }
+  for (int q = 0; q < nt; ++q) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NJ; ++v) store(out + q * P + v * VL, splat(bl[tr[q]]));
+  }
+  // Hidden layer H -> H, FiLM, ReLU, then straight into the last layer. The weights are the
+  // layer's own, shared by every shape (they stay in cache); FiLM is applied to the sums.
+  for (int64_t j0 = 0; j0 < H; j0 += MR) {
+    vf acc[MR][NJ];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NJ; ++v) acc[r][v] = vf{};
+    }
+    for (int64_t k = 0; k < H; ++k) {
+      const float* hk = h1 + k * P;
+      const float* wk = wh + k * H + j0;
+      vf hv[NJ];
+#pragma GCC unroll 4
+      for (int v = 0; v < NJ; ++v) hv[v] = load(hk + v * VL);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const vf w = splat(wk[r]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NJ; ++v) acc[r][v] += w * hv[v];
+      }
+    }
+    if (g != nullptr) {
+      for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NJ; ++v) store(g + (j0 + r) * P + v * VL, acc[r][v]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const vf scale = splat(fs[j0 + r]), bias = splat(fb[j0 + r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NJ; ++v) acc[r][v] = relu(acc[r][v] * scale + bias);
+    }
+    for (int q = 0; q < nt; ++q) {
+      const float* wq = wl + tr[q] * H + j0;
+#pragma GCC unroll 4
+      for (int v = 0; v < NJ; ++v) {
+        vf o = load(out + q * P + v * VL);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) o += wq[r] * acc[r][v];
+        store(out + q * P + v * VL, o);
+      }
+    }
+  }
+}
+
+// Every layer on one tile: x (D, P) points in lanes, logdet (P,) accumulated.
+void tile(const Stack& s, int64_t b, bool inverse, float* x, float* logdet, float* h1,
+          float* shift, float* raw) {
+  for (int64_t step = 0; step < s.L; ++step) {
+    const int64_t l = inverse ? s.L - 1 - step : step;
+    const int32_t* lay = s.layout + l * (1 + s.D);
+    network(s, l, 0, b, lay, x, h1, shift);
+    network(s, l, 1, b, lay, x, h1, raw);
+    const float bound = s.bound[l];
+    const int nt = lay[0];
+    for (int q = 0; q < nt; ++q) {
+      float* xd = x + lay[1 + q] * P;
+#pragma GCC unroll 4
+      for (int v = 0; v < NJ; ++v) {
+        const vf u = load(raw + q * P + v * VL);
+        const vf log_scale = bound * (u / (1.0f + vabs(u)));
+        const vf t = load(shift + q * P + v * VL);
+        const vf xv = load(xd + v * VL);
+        const vf ld = load(logdet + v * VL);
+        if (inverse) {
+          store(xd + v * VL, (xv - t) * vexp(-log_scale));
+          store(logdet + v * VL, ld - log_scale);
+        } else {
+          store(xd + v * VL, xv * vexp(log_scale) + t);
+          store(logdet + v * VL, ld + log_scale);
+        }
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------ backward
+//
+// The backward pass walks the layers in the reverse of the order they ran in, one tile at a
+// time, and rebuilds each layer's inputs from its outputs (couplings are invertible), so no
+// activation is stored between the passes, as in reversible networks: per layer it evaluates
+// the two networks again (keeping h1 and the pre-FiLM sums g), inverts the coupling, and
+// back-propagates through the coupling and both networks. Gradients of the weights shared by
+// all shapes are summed per thread (over points in vector lanes, reduced at the end), those
+// of the per-shape FiLM terms per shape.
+
+constexpr int MAX_D = 8;  // coordinates per point the backward pass supports
+
+inline int64_t padded(int64_t h) { return (h + VL - 1) / VL * VL; }
+
+struct Grads {
+  // Lane-vector sums (reduced over lanes at the end): w1 (L, 2, D, H), b1 (L, 2, H),
+  // wl (L, 2, D, H), bl (L, 2, D); plain sums: wh (L, 2, H, Hp), rows padded to whole vectors;
+  // per shape: fs, fb (L, 2, B, H).
+  explicit Grads(const Stack& s)
+      : w1(s.L * 2 * s.D * s.H * VL), b1(s.L * 2 * s.H * VL), wl(s.L * 2 * s.D * s.H * VL),
+        bl(s.L * 2 * s.D * VL), wh(s.L * 2 * s.H * padded(s.H)), fs(s.L * 2 * s.H * VL),
+        fb(s.L * 2 * s.H * VL) {
+    for (Aligned* a : {&w1, &b1, &wl, &bl, &wh, &fs, &fb}) std::fill_n(a->ptr, a->size, 0.0f);
+  }
+  Aligned w1, b1, wl, bl, wh, fs, fb;  // fs, fb: the current shape's lane sums
+  int64_t shape = -1;
+};
+
+inline float hsum(vf v) {
+  alignas(64) float lanes[VL];
+  store(lanes, v);
+  float total = 0.0f;
+  for (int i = 0; i < VL; ++i) total += lanes[i];
+  return total;
+}
+
+inline void accumulate(float* lanes, vf v) { store(lanes, load(lanes) + v); }
+
+// Moves the lane sums of the FiLM gradients of the thread's current shape into (L, 2, B, H).
+void flush_film(const Stack& s, Grads& gr, float* fs_out, float* fb_out) {
+  if (gr.shape < 0) return;
+  for (int64_t ln = 0; ln < s.L * 2; ++ln) {
+    for (int64_t j = 0; j < s.H; ++j) {
+      const int64_t at = (ln * s.H + j) * VL, to = (ln * s.B + gr.shape) * s.H + j;
+      fs_out[to] += hsum(load(gr.fs.ptr + at));
+      fb_out[to] += hsum(load(gr.fb.ptr + at));
+      store(gr.fs.ptr + at, vf{});
+      store(gr.fb.ptr + at, vf{});
+    }
+  }
+}
+
+// dwh[k, j0 : j0 + JV * VL] += sum over the tile's points of h1[k, p] dg[p, j] (dg point-major);
+// rows of dwh and dgt are Hp = padded(H) floats apart.
+template <int JV>
+void weight_gradient(const float* h1, const float* dgt, float* dwh, int64_t H, int64_t j0) {
+  const int64_t Hp = padded(H);
+  for (int64_t k0 = 0; k0 < H; k0 += MR) {
+    vf acc[MR][JV];
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+      for (int c = 0; c < JV; ++c) acc[r][c] = load(dwh + (k0 + r) * Hp + j0 + c * VL);
+    }
+    for (int p = 0; p < P; ++p) {
+      vf dv[JV];
+#pragma GCC unroll 4
+      for (int c = 0; c < JV; ++c) dv[c] = load(dgt + p * Hp + j0 + c * VL);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const vf h = splat(h1[(k0 + r) * P + p]);
+#pragma GCC unroll 4
+        for (int c = 0; c < JV; ++c) acc[r][c] += h * dv[c];
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+      for (int c = 0; c < JV; ++c) store(dwh + (k0 + r) * Hp + j0 + c * VL, acc[r][c]);
+    }
+  }
+}
+
+// Back-propagates d(out) (nt, P) through one network of layer l; adds to dx (D, P) and grads.
+void network_backward(const Stack& s, int64_t l, int net, const int32_t* lay, const float* x,
+                      const float* h1, const float* g, const float* dout, float* dx,
+                      int64_t b, float* dg, float* dgt, Grads& gr) {
+  const int64_t D = s.D, H = s.H;
+  const int nt = lay[0];
+  const int32_t* tr = lay + 1;
+  const int32_t* id = lay + 1 + nt;
+  const int ni = static_cast<int>(D) - nt;
+  const int64_t ln = l * 2 + net;
+  const float* w1 = s.w1 + ln * D * H;
+  const float* wh = s.wh + ln * H * H;
+  const float* fs = s.fs + (ln * s.B + b) * H;
+  const float* fb = s.fb + (ln * s.B + b) * H;
+  const float* wl = s.wl + ln * D * H;
+
+  for (int q = 0; q < nt; ++q) {
+    vf sum = {};
+#pragma GCC unroll 4
+    for (int v = 0; v < NJ; ++v) sum += load(dout + q * P + v * VL);
+    accumulate(gr.bl.ptr + (ln * D + tr[q]) * VL, sum);
+  }
+  // Last layer, ReLU and FiLM: dg = relu'(a2) (dout wl) fs, with a2 = g fs + fb.
+  for (int64_t j = 0; j < H; ++j) {
+    const vf scale = splat(fs[j]), bias = splat(fb[j]);
+    vf dwl[MAX_D] = {}, dscale = {}, dbias = {};
+    for (int v = 0; v < NJ; ++v) {
+      const vf gv = load(g + j * P + v * VL);
+      const vf a2 = gv * scale + bias;
+      const vf h2 = relu(a2);
+      vf dh2 = {};
+      for (int q = 0; q < nt; ++q) {
+        const vf o = load(dout + q * P + v * VL);
+        dh2 += wl[tr[q] * H + j] * o;
+        dwl[q] += o * h2;
+      }
+      const vf zero = {};
+      const vf da2 = a2 > zero ? dh2 : zero;
+      dscale += da2 * gv;
+      dbias += da2;
+      store(dg + j * P + v * VL, da2 * scale);
+    }
+    for (int q = 0; q < nt; ++q) accumulate(gr.wl.ptr + ((ln * D + tr[q]) * H + j) * VL, dwl[q]);
+    accumulate(gr.fs.ptr + (ln * H + j) * VL, dscale);
+    accumulate(gr.fb.ptr + (ln * H + j) * VL, dbias);
+  }
+  // Hidden layer's weights: dwh += h1 dg^T, with dg transposed to point-major first (rows
+  // padded to whole vectors; the padding stays zero).
+  const int64_t Hp = padded(H);
+  for (int64_t j = 0; j < H; ++j) {
+    for (int p = 0; p < P; ++p) dgt[p * Hp + j] = dg[j * P + p];
+  }
+  float* dwh = gr.wh.ptr + ln * H * Hp;
+  int64_t j0 = 0;
+  for (; j0 + NJ * VL <= Hp; j0 += NJ * VL) weight_gradient<NJ>(h1, dgt, dwh, H, j0);
+  for (; j0 < Hp; j0 += VL) weight_gradient<1>(h1, dgt, dwh, H, j0);
+  // Hidden layer's inputs, dh1 = wh dg, then the first layer's ReLU, weights and inputs.
+  for (int64_t k0 = 0; k0 < H; k0 += MR) {
+    vf acc[MR][NJ];
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NJ; ++v) acc[r][v] = vf{};
+    }
+    for (int64_t j = 0; j < H; ++j) {
+      vf dv[NJ];
+#pragma GCC unroll 4
+      for (int v = 0; v < NJ; ++v) dv[v] = load(dg + j * P + v * VL);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const vf w = splat(wh[(k0 + r) * H + j]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NJ; ++v) acc[r][v] += w * dv[v];
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+      const int64_t k = k0 + r;
+      vf db1 = {};
+      vf dw1[MAX_D] = {};
+      for (int v = 0; v < NJ; ++v) {
+        const vf zero = {};
+        const vf da1 = load(h1 + k * P + v * VL) > zero ? acc[r][v] : zero;
+        db1 += da1;
+        for (int q = 0; q < ni; ++q) {
+          const float* xd = x + id[q] * P + v * VL;
+          dw1[q] += load(xd) * da1;
+          float* dxd = dx + id[q] * P + v * VL;
+          store(dxd, load(dxd) + w1[id[q] * H + k] * da1);
+        }
+      }
+      accumulate(gr.b1.ptr + (ln * H + k) * VL, db1);
+      for (int q = 0; q < ni; ++q) accumulate(gr.w1.ptr + ((ln * D + id[q]) * H + k) * VL, dw1[q]);
+    }
+  }
+}
+
+struct Buffers {
+  explicit Buffers(int64_t D, int64_t H)
+      : x(D * P), dx(D * P), det(P), dld(P), h1a(H * P), h1b(H * P), ga(H * P), gb(H * P),
+        shift(D * P), raw(D * P), dshift(D * P), draw(D * P), dg(H * P), dgt(padded(H) * P) {
+    std::fill_n(dgt.ptr, dgt.size, 0.0f);
+  }
+  Aligned x, dx, det, dld, h1a, h1b, ga, gb, shift, raw, dshift, draw, dg, dgt;
+};
+
+// Back-propagates one tile through every layer: y (D, P) holds the stack's outputs and becomes
+// its inputs, dy (D, P) the outputs' gradient and becomes the inputs'; dld (P) is the gradient
+// of each point's log-determinant.
+void tile_backward(const Stack& s, int64_t b, bool inverse, Buffers& t, Grads& gr) {
+  float* y = t.x.ptr;
+  float* dy = t.dx.ptr;
+  for (int64_t step = 0; step < s.L; ++step) {
+    const int64_t l = inverse ? step : s.L - 1 - step;
+    const int32_t* lay = s.layout + l * (1 + s.D);
+    // The conditioning coordinates are the same on both sides of the layer.
+    network(s, l, 0, b, lay, y, t.h1a.ptr, t.shift.ptr, t.ga.ptr);
+    network(s, l, 1, b, lay, y, t.h1b.ptr, t.raw.ptr, t.gb.ptr);
+    const float bound = s.bound[l];
+    const int nt = lay[0];
+    for (int q = 0; q < nt; ++q) {
+      float* yd = y + lay[1 + q] * P;
+      float* dyd = dy + lay[1 + q] * P;
+#pragma GCC unroll 4
+      for (int v = 0; v < NJ; ++v) {
+        const vf u = load(t.raw.ptr + q * P + v * VL);
+        const vf den = 1.0f + vabs(u);
+        const vf log_scale = bound * (u / den);
+        const vf shift = load(t.shift.ptr + q * P + v * VL);
+        const vf out = load(yd + v * VL), dout = load(dyd + v * VL);
+        const vf dld = load(t.dld.ptr + v * VL);
+        vf in, din, dshift, dlog_scale;
+        if (inverse) {  // out = (in - shift) exp(-s), logdet -= s
+          const vf e = vexp(-log_scale);
+          in = out * vexp(log_scale) + shift;
+          din = dout * e;
+          dshift = -din;
+          dlog_scale = -(dout * out) - dld;
+        } else {  // out = in exp(s) + shift, logdet += s
+          const vf e = vexp(log_scale);
+          in = (out - shift) * vexp(-log_scale);
+          din = dout * e;
+          dshift = dout;
+          dlog_scale = dout * (out - shift) + dld;
+        }
+        store(yd + v * VL, in);
+        store(dyd + v * VL, din);
+        store(t.dshift.ptr + q * P + v * VL, dshift);
+        store(t.draw.ptr + q * P + v * VL, dlog_scale * (bound / (den * den)));
+      }
+    }
+    network_backward(s, l, 0, lay, y, t.h1a.ptr, t.ga.ptr, t.dshift.ptr, dy, b, t.dg.ptr,
+                     t.dgt.ptr, gr);
+    network_backward(s, l, 1, lay, y, t.h1b.ptr, t.gb.ptr, t.draw.ptr, dy, b, t.dg.ptr,
+                     t.dgt.ptr, gr);
+  }
+}
+
+// ------------------------------------------------------------------------------- bindings
+
+Stack make_stack(const at::Tensor& points, const at::Tensor& layout, const at::Tensor& w1,
+                 const at::Tensor& b1, const at::Tensor& wh, const at::Tensor& fs,
+                 const at::Tensor& fb, const at::Tensor& wl, const at::Tensor& bl,
+                 const at::Tensor& bound) {
+  TORCH_CHECK(points.dim() == 3 && points.scalar_type() == at::kFloat && points.is_contiguous(),
+              "points must be a contiguous float32 tensor shaped (B, N, D)");
+  const int64_t B = points.size(0), D = points.size(2);
+  const int64_t L = layout.size(0), H = wh.size(-1);
+  TORCH_CHECK(H % MR == 0, "hidden width must be a multiple of ", MR);
+  TORCH_CHECK(layout.scalar_type() == at::kInt && layout.is_contiguous() &&
+                  layout.size(1) == 1 + D, "layout must be int32 (L, 1 + D)");
+  const at::Tensor* weights[] = {&w1, &b1, &wh, &fs, &fb, &wl, &bl, &bound};
+  for (const at::Tensor* t : weights) {
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->size(0) == L,
+                "weights must be contiguous float32 tensors with one entry per layer");
+  }
+  TORCH_CHECK(wh.numel() == L * 2 * H * H && w1.numel() == L * 2 * D * H &&
+                  wl.numel() == L * 2 * D * H && fs.numel() == L * 2 * B * H &&
+                  fb.numel() == L * 2 * B * H && b1.numel() == L * 2 * H &&
+                  bl.numel() == L * 2 * D && bound.numel() == L,
+              "weight shapes do not match the points");
+  return Stack{L, B, D, H, layout.data_ptr<int32_t>(), w1.data_ptr<float>(),
+               b1.data_ptr<float>(), wh.data_ptr<float>(), fs.data_ptr<float>(),
+               fb.data_ptr<float>(), wl.data_ptr<float>(), bl.data_ptr<float>(),
+               bound.data_ptr<float>()};
+}
+
+// Copies a tile of points (B, N, D) into the points-in-lanes layout (D, P), zero-padded.
+void load_tile(const float* src, int64_t D, int64_t count, float* x) {
+  for (int64_t d = 0; d < D; ++d) {
+    for (int64_t p = 0; p < P; ++p) x[d * P + p] = p < count ? src[p * D + d] : 0.0f;
+  }
+}
+
+void store_tile(const float* x, int64_t D, int64_t count, float* dst) {
+  for (int64_t p = 0; p < count; ++p) {
+    for (int64_t d = 0; d < D; ++d) dst[p * D + d] = x[d * P + p];
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> run(const at::Tensor& points, const at::Tensor& layout,
+                                       const at::Tensor& w1, const at::Tensor& b1,
+                                       const at::Tensor& wh, const at::Tensor& fs,
+                                       const at::Tensor& fb, const at::Tensor& wl,
+                                       const at::Tensor& bl, const at::Tensor& bound,
+                                       bool inverse) {
+  const Stack s = make_stack(points, layout, w1, b1, wh, fs, fb, wl, bl, bound);
+  const int64_t B = s.B, N = points.size(1), D = s.D, H = s.H;
+  at::Tensor outputs = at::empty_like(points);
+  at::Tensor logdet = at::empty({B, N}, points.options());
+  const float* in = points.data_ptr<float>();
+  float* out = outputs.data_ptr<float>();
+  float* ld = logdet.data_ptr<float>();
+  const int64_t tiles_per_shape = (N + P - 1) / P;
+  at::parallel_for(0, B * tiles_per_shape, 1, [&](int64_t begin, int64_t end) {
+    Aligned x(D * P), det(P), h1(H * P), shift(D * P), raw(D * P);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / tiles_per_shape;
+      const int64_t n0 = (task % tiles_per_shape) * P;
+      const int64_t count = std::min<int64_t>(P, N - n0);
+      load_tile(in + (b * N + n0) * D, D, count, x.ptr);
+      std::fill_n(det.ptr, P, 0.0f);
+      tile(s, b, inverse, x.ptr, det.ptr, h1.ptr, shift.ptr, raw.ptr);
+      store_tile(x.ptr, D, count, out + (b * N + n0) * D);
+      std::copy_n(det.ptr, count, ld + b * N + n0);
+    }
+  });
+  return {outputs, logdet};
+}
+
+// Gradients of a `run` call from its outputs: (inputs, w1, b1, wh, fs, fb, wl, bl).
+std::vector<at::Tensor> run_backward(const at::Tensor& outputs, const at::Tensor& grad_outputs,
+                                     const at::Tensor& grad_logdet, const at::Tensor& layout,
+                                     const at::Tensor& w1, const at::Tensor& b1,
+                                     const at::Tensor& wh, const at::Tensor& fs,
+                                     const at::Tensor& fb, const at::Tensor& wl,
+                                     const at::Tensor& bl, const at::Tensor& bound,
+                                     bool inverse) {
+  const Stack s = make_stack(outputs, layout, w1, b1, wh, fs, fb, wl, bl, bound);
+  const int64_t B = s.B, N = outputs.size(1), D = s.D, H = s.H, L = s.L;
+  TORCH_CHECK(D <= MAX_D, "the fused backward pass supports up to ", MAX_D, " coordinates");
+  TORCH_CHECK(grad_outputs.sizes() == outputs.sizes() && grad_outputs.is_contiguous() &&
+                  grad_outputs.scalar_type() == at::kFloat,
+              "grad_outputs must be contiguous float32 shaped like the outputs");
+  TORCH_CHECK(grad_logdet.dim() == 2 && grad_logdet.size(0) == B && grad_logdet.size(1) == N &&
+                  grad_logdet.is_contiguous() && grad_logdet.scalar_type() == at::kFloat,
+              "grad_logdet must be contiguous float32 shaped (B, N)");
+  // Each chunk of tiles (one per thread) sums its own gradients; they are added up at the end.
+  std::mutex lock;
+  std::vector<std::unique_ptr<Grads>> grads;
+  std::vector<at::Tensor> film_fs, film_fb;
+  at::Tensor grad_inputs = at::empty_like(outputs);
+  at::Tensor grad_fs = at::zeros_like(fs), grad_fb = at::zeros_like(fb);
+  const float* y_all = outputs.data_ptr<float>();
+  const float* dy_all = grad_outputs.data_ptr<float>();
+  const float* dld_all = grad_logdet.data_ptr<float>();
+  float* dx_all = grad_inputs.data_ptr<float>();
+  const int64_t tiles_per_shape = (N + P - 1) / P;
+  at::parallel_for(0, B * tiles_per_shape, 1, [&](int64_t begin, int64_t end) {
+    auto owned = std::make_unique<Grads>(s);
+    Grads& gr = *owned;
+    at::Tensor chunk_fs = at::zeros_like(fs), chunk_fb = at::zeros_like(fb);
+    float* fs_out = chunk_fs.data_ptr<float>();
+    float* fb_out = chunk_fb.data_ptr<float>();
+    Buffers t(D, H);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / tiles_per_shape;
+      const int64_t n0 = (task % tiles_per_shape) * P;
+      const int64_t count = std::min<int64_t>(P, N - n0);
+      if (b != gr.shape) {
+        flush_film(s, gr, fs_out, fb_out);
+        gr.shape = b;
+      }
+      // Padding lanes carry zero gradients, so they add nothing to the weights' gradients.
+      load_tile(y_all + (b * N + n0) * D, D, count, t.x.ptr);
+      load_tile(dy_all + (b * N + n0) * D, D, count, t.dx.ptr);
+      std::fill_n(t.dld.ptr, P, 0.0f);
+      std::copy_n(dld_all + b * N + n0, count, t.dld.ptr);
+      tile_backward(s, b, inverse, t, gr);
+      store_tile(t.dx.ptr, D, count, dx_all + (b * N + n0) * D);
+    }
+    flush_film(s, gr, fs_out, fb_out);
+    gr.shape = -1;
+    const std::lock_guard<std::mutex> guard(lock);
+    grads.push_back(std::move(owned));
+    film_fs.push_back(chunk_fs);
+    film_fb.push_back(chunk_fb);
+  });
+  at::Tensor grad_w1 = at::zeros_like(w1), grad_b1 = at::zeros_like(b1);
+  at::Tensor grad_wh = at::zeros_like(wh), grad_wl = at::zeros_like(wl);
+  at::Tensor grad_bl = at::zeros_like(bl);
+  const std::pair<const Aligned Grads::*, at::Tensor*> lane_sums[] = {
+      {&Grads::w1, &grad_w1}, {&Grads::b1, &grad_b1}, {&Grads::wl, &grad_wl},
+      {&Grads::bl, &grad_bl}};
+  for (size_t chunk = 0; chunk < grads.size(); ++chunk) {
+    const Grads& gr = *grads[chunk];
+    for (const auto& [member, target] : lane_sums) {
+      const Aligned& lanes = gr.*member;
+      float* dst = target->data_ptr<float>();
+      for (int64_t i = 0; i < target->numel(); ++i) dst[i] += hsum(load(lanes.ptr + i * VL));
+    }
+    float* dwh = grad_wh.data_ptr<float>();
+    const int64_t Hp = padded(H);
+    for (int64_t row = 0; row < L * 2 * H; ++row) {
+      for (int64_t j = 0; j < H; ++j) dwh[row * H + j] += gr.wh.ptr[row * Hp + j];
+    }
+    grad_fs += film_fs[chunk];
+    grad_fb += film_fb[chunk];
+  }
+  return {grad_inputs, grad_w1, grad_b1, grad_wh, grad_fs, grad_fb, grad_wl, grad_bl};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("run", &run, "A stack of affine point couplings over tiles of points (no autograd)");
+  m.def("run_backward", &run_backward, "Gradients of run, from its outputs (recomputed)");
+  m.attr("tile_points") = P;
+  m.attr("row_block") = MR;
+}
