@@ -25,7 +25,14 @@ from torch.nn import functional as F
 
 from pcflow.flows import DPF_MASKS, ConditionalPointFlow, dpf_flow
 
-__all__ = ["build_baseline", "build_ours", "flow_flops_per_point", "measure", "print_table"]
+__all__ = [
+    "build_baseline",
+    "build_ours",
+    "flow_flops_per_point",
+    "measure",
+    "print_table",
+    "profile",
+]
 
 
 def build_ours(context: int, layers: int, hidden: int) -> ConditionalPointFlow:
@@ -76,6 +83,7 @@ def measure(
     threads: int | None = None,
     compile_ours: bool = False,
     seed: int = 0,
+    fused: bool = True,
 ) -> dict[str, float]:
     """Time forward (log_prob), inverse (sample) and a training step of both flows, interleaved.
 
@@ -88,6 +96,7 @@ def measure(
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     ours = build_ours(context, layers, hidden)
+    ours.fused = fused
     base = build_baseline(context, layers, hidden)
     points = torch.rand(batch, num_points, 3) * 2 - 1
     latent = torch.randn(batch, context)
@@ -163,6 +172,83 @@ def print_table(result: dict[str, float]) -> None:
     print(f"\ntorch.mm 2048x2048 fp32: {result['mm_gflops']:.1f} GFLOP/s (same run)")
 
 
+def profile(
+    batch: int = 16,
+    num_points: int = 2048,
+    context: int = 512,
+    layers: int = 63,
+    hidden: int = 64,
+    rounds: int = 3,
+    threads: int | None = None,
+) -> None:
+    """Print where the time of pcflow's forward pass and training step goes (fused kernel).
+
+    Parts: packing the layers' weights and FiLM terms for the kernel (``_stack``, Python, once
+    per call), the kernel's forward pass, its backward pass (which evaluates every layer again
+    before back-propagating: 3 products of the hidden layer per layer and network, against 1
+    in the forward pass), and the rest (input checks, base density, autograd bookkeeping).
+    """
+    from pcflow.flows import fused
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    flow = build_ours(context, layers, hidden)
+    points = torch.rand(batch, num_points, 3) * 2 - 1
+    latent = torch.randn(batch, context)
+    assert fused.fused_available(), "the fused kernel is not available"
+    module = fused._module
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+
+    def best(fn: Callable[[], object]) -> float:
+        fn()
+        return min(_time(fn) for _ in range(rounds))
+
+    with torch.no_grad():
+        stacked = fused._stack(flow.layers, points, latent)
+        layout, *weights, bound = stacked
+        outputs, logabsdet = module.run(points, layout, *weights, bound, False)
+        grad_out, grad_ld = torch.randn_like(outputs), torch.randn_like(logabsdet)
+        times = {
+            "log_prob, whole call": best(lambda: flow.log_prob(points, latent)),
+            "packing weights (_stack)": best(lambda: fused._stack(flow.layers, points, latent)),
+            "kernel forward": best(lambda: module.run(points, layout, *weights, bound, False)),
+            "kernel backward": best(
+                lambda: module.run_backward(
+                    outputs, grad_out, grad_ld, layout, *weights, bound, False
+                )
+            ),
+        }
+        mm = best(lambda: torch.mm(a, b))
+
+    def train() -> None:
+        z = latent.clone().requires_grad_(True)
+        (-flow.log_prob(points, z).sum()).backward()
+
+    times["train step, whole call"] = best(train)
+    flops = flow_flops_per_point(flow) * batch * num_points
+    mm_rate = 2 * 2048**3 / mm
+    print("| part | seconds | share of its call | of mm rate |")
+    print("| --- | --- | --- | --- |")
+    forward = times["log_prob, whole call"]
+    step = times["train step, whole call"]
+    rows = [
+        ("log_prob, whole call", forward, 1, flops),
+        ("  packing weights (_stack)", times["packing weights (_stack)"], forward, 0),
+        ("  kernel forward", times["kernel forward"], forward, flops),
+        ("train step, whole call", step, 1, 3 * flops),
+        ("  kernel forward", times["kernel forward"], step, flops),
+        ("  kernel backward (recomputes)", times["kernel backward"], step, 3 * flops),
+        ("  packing + autograd + rest", step - times["kernel forward"] - times["kernel backward"],
+         step, 0),
+    ]  # fmt: skip
+    for name, seconds, whole, work in rows:
+        share = "" if whole == 1 else f"{100 * seconds / whole:.0f}%"
+        rate = f"{100 * work / seconds / mm_rate:.0f}%" if work else ""
+        print(f"| {name} | {seconds:.3f} | {share} | {rate} |")
+    print(f"\ntorch.mm 2048x2048 fp32: {mm_rate / 1e9:.1f} GFLOP/s (same run); model FLOPs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -173,10 +259,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile pcflow's passes")
+    parser.add_argument(
+        "--no-fused", action="store_true", help="time pcflow's PyTorch path, not its fused kernel"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="where pcflow's time goes, instead of the table"
+    )
     args = parser.parse_args()
+    if args.profile:
+        profile(
+            args.batch, args.num_points, args.context, args.layers, args.hidden, args.rounds,
+            args.threads,
+        )  # fmt: skip
+        return
     result = measure(
         args.batch, args.num_points, args.context, args.layers, args.hidden, args.rounds,
-        args.threads, args.compile,
+        args.threads, args.compile, fused=not args.no_fused,
     )  # fmt: skip
     print_table(result)
 

@@ -12,7 +12,11 @@ then backward to every parameter and to the latent.
 Usage::
 
     .venv/bin/python benchmarks/peak_memory.py                 # the paper's batch, 21 and 63 layers
-    .venv/bin/python benchmarks/peak_memory.py --one --num-layers 63 --memory-efficient
+    .venv/bin/python benchmarks/peak_memory.py --one --num-layers 63 --memory-efficient --no-fused
+
+Three configurations per depth: the PyTorch path storing activations (plain autograd), the
+PyTorch path recomputing them (``memory_efficient=True``), and the fused kernel (the default on
+float32 CPU tensors; its backward pass always recomputes, whatever ``memory_efficient`` says).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def _current_rss() -> int:
 def measure(
     num_layers: int,
     memory_efficient: bool,
+    fused: bool = True,
     batch_size: int = 64,
     num_points: int = 2500,
     context_features: int = 512,
@@ -70,6 +75,7 @@ def measure(
         hidden_features=hidden_features,
         memory_efficient=memory_efficient,
     )
+    flow.fused = fused
     points = 0.5 * torch.randn(batch_size, num_points, 3)
     latent = torch.randn(batch_size, context_features, requires_grad=True)
     before = _current_rss()
@@ -87,6 +93,7 @@ def measure(
     return {
         "num_layers": num_layers,
         "memory_efficient": memory_efficient,
+        "fused": fused,
         "batch_size": batch_size,
         "num_points": num_points,
         "peak_rss_gib": peak / GIB,
@@ -96,7 +103,9 @@ def measure(
     }
 
 
-def run_in_subprocess(num_layers: int, memory_efficient: bool, **options) -> dict:
+def run_in_subprocess(
+    num_layers: int, memory_efficient: bool, fused: bool = True, **options
+) -> dict:
     """Run `measure` in a fresh interpreter (so the peak is this configuration's alone).
 
     ``options`` are `measure`'s keyword arguments, plus ``max_memory_gib`` (see ``--help``).
@@ -104,6 +113,8 @@ def run_in_subprocess(num_layers: int, memory_efficient: bool, **options) -> dic
     command = [sys.executable, os.path.abspath(__file__), "--one", "--num-layers", str(num_layers)]
     if memory_efficient:
         command.append("--memory-efficient")
+    if not fused:
+        command.append("--no-fused")
     for name, value in options.items():
         if value is not None:
             command += ["--" + name.replace("_", "-"), str(value)]
@@ -115,21 +126,32 @@ def run_in_subprocess(num_layers: int, memory_efficient: bool, **options) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+CONFIGURATIONS = {
+    "plain": {"memory_efficient": False, "fused": False},
+    "efficient": {"memory_efficient": True, "fused": False},
+    "fused": {"memory_efficient": False, "fused": True},
+}
+"""The three configurations of the table: PyTorch path plain and memory-efficient, fused kernel."""
+
+
 def _table(layer_counts: list[int], **options) -> str:
     rows = [
-        "| layers | plain peak (GiB) | memory-efficient peak (GiB) "
-        "| time ratio (efficient / plain) |",
+        "| layers | PyTorch path, plain: peak GiB | PyTorch path, memory-efficient: peak GiB "
+        "(time vs plain) | fused kernel: peak GiB (time vs plain) |",
         "| ---: | ---: | ---: | ---: |",
     ]
     for num_layers in layer_counts:
-        plain = run_in_subprocess(num_layers, False, **options)
-        efficient = run_in_subprocess(num_layers, True, **options)
-        ratio = efficient["step_seconds"] / plain["step_seconds"]
-        rows.append(
-            f"| {num_layers} | {plain['peak_rss_gib']:.2f} | {efficient['peak_rss_gib']:.2f} "
-            f"| {ratio:.2f} |"
-        )
-        print(json.dumps({"plain": plain, "memory_efficient": efficient}), file=sys.stderr)
+        runs = {
+            name: run_in_subprocess(num_layers, **flags, **options)
+            for name, flags in CONFIGURATIONS.items()
+        }
+        base = runs["plain"]["step_seconds"]
+        cells = [f"{runs['plain']['peak_rss_gib']:.2f}"] + [
+            f"{runs[name]['peak_rss_gib']:.2f} ({runs[name]['step_seconds'] / base:.2f}x)"
+            for name in ("efficient", "fused")
+        ]
+        rows.append(f"| {num_layers} | " + " | ".join(cells) + " |")
+        print(json.dumps(runs), file=sys.stderr)
     return "\n".join(rows)
 
 
@@ -138,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--one", action="store_true", help="measure in this process only")
     parser.add_argument("--num-layers", type=int, nargs="+", default=[21, 63])
     parser.add_argument("--memory-efficient", action="store_true")
+    parser.add_argument("--no-fused", action="store_true", help="use the PyTorch path")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-points", type=int, default=2500)
     parser.add_argument("--context-features", type=int, default=512)
@@ -166,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     if args.one:
         del options["max_memory_gib"]  # already applied to this process
-        print(json.dumps(measure(args.num_layers[0], args.memory_efficient, **options)))
+        flags = {"memory_efficient": args.memory_efficient, "fused": not args.no_fused}
+        print(json.dumps(measure(args.num_layers[0], **flags, **options)))
     else:
         print(_table(args.num_layers, **options))
 

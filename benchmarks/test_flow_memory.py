@@ -1,9 +1,10 @@
-"""Peak memory of a DPF-Nets training step at the paper's batch, plain vs memory-efficient.
+"""Peak memory of a DPF-Nets training step at the paper's batch: plain, memory-efficient, fused.
 
 Every configuration runs in a fresh subprocess (``benchmarks/peak_memory.py --one``), because
 peak RSS is a high-water mark of the whole process. The figures go to ``extra_info``:
-``plain_peak_rss_gib``, ``efficient_peak_rss_gib``, their ratio, and ``time_ratio`` (the
-memory-efficient step's time over the plain step's, measured in the same run). The timed
+``plain_peak_rss_gib`` and ``efficient_peak_rss_gib`` (the PyTorch path storing activations, and
+recomputing them), ``fused_peak_rss_gib`` (the fused kernel, which recomputes), and each step's
+time over the plain step's, measured in the same run. The timed
 quantity of pytest-benchmark is the pair of subprocesses; it is not the figure of interest.
 
 Run: ``.venv/bin/python -m pytest benchmarks/test_flow_memory.py -s`` (about 5 to 20 minutes on
@@ -21,7 +22,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from peak_memory import run_in_subprocess
+from peak_memory import CONFIGURATIONS, run_in_subprocess
 
 PAPER = {"batch_size": 64, "num_points": 2500, "context_features": 512, "hidden_features": 64}
 
@@ -30,12 +31,12 @@ PAPER = {"batch_size": 64, "num_points": 2500, "context_features": 512, "hidden_
 def test_training_step_peak_memory(benchmark, num_layers):
     results = {}
 
-    def both():
-        results["plain"] = run_in_subprocess(num_layers, False, steps=2, **PAPER)
-        results["efficient"] = run_in_subprocess(num_layers, True, steps=2, **PAPER)
+    def every():
+        for name, flags in CONFIGURATIONS.items():
+            results[name] = run_in_subprocess(num_layers, **flags, steps=2, **PAPER)
 
-    benchmark.pedantic(both, rounds=1, iterations=1)
-    plain, efficient = results["plain"], results["efficient"]
+    benchmark.pedantic(every, rounds=1, iterations=1)
+    plain, efficient, fused = results["plain"], results["efficient"], results["fused"]
     benchmark.extra_info.update(
         {
             "num_layers": num_layers,
@@ -49,6 +50,9 @@ def test_training_step_peak_memory(benchmark, num_layers):
             "plain_step_seconds": round(plain["step_seconds"], 2),
             "efficient_step_seconds": round(efficient["step_seconds"], 2),
             "time_ratio": round(efficient["step_seconds"] / plain["step_seconds"], 2),
+            "fused_peak_rss_gib": round(fused["peak_rss_gib"], 3),
+            "fused_step_seconds": round(fused["step_seconds"], 2),
+            "fused_time_ratio": round(fused["step_seconds"] / plain["step_seconds"], 2),
         }
     )
     print(f"\n{num_layers} layers: {benchmark.extra_info}")
@@ -64,6 +68,7 @@ def test_float32_gradient_drift(benchmark):
     from nflows.transforms import CompositeTransform
 
     from pcflow.flows import dpf_flow
+    from pcflow.flows.fused import run_fused
     from pcflow.flows.reversible import memory_efficient_forward
 
     torch.manual_seed(0)
@@ -74,12 +79,16 @@ def test_float32_gradient_drift(benchmark):
     points = 0.5 * torch.randn(4, 256, 3, dtype=torch.float64)
     latent = torch.randn(4, 512, dtype=torch.float64)
 
-    def gradients(dtype, efficient):
+    def gradients(dtype, efficient, fused=False):
         stack = [copy.deepcopy(layer).to(dtype) for layer in layers]
         x = points.to(dtype).clone().requires_grad_(True)
         z = latent.to(dtype).clone().requires_grad_(True)
-        run = memory_efficient_forward if efficient else CompositeTransform(stack)
-        outputs, logabsdet = run(stack, x, z) if efficient else run(x, z)
+        if fused:
+            outputs, logabsdet = run_fused(stack, x, z, False)
+        elif efficient:
+            outputs, logabsdet = memory_efficient_forward(stack, x, z)
+        else:
+            outputs, logabsdet = CompositeTransform(stack)(x, z)
         (0.5 * outputs.square().sum() - logabsdet.sum()).backward()
         grads = [x.grad, z.grad] + [p.grad for layer in stack for p in layer.parameters()]
         return [g.double() for g in grads]
@@ -90,11 +99,13 @@ def test_float32_gradient_drift(benchmark):
     reference = gradients(torch.float64, False)
     plain32 = gradients(torch.float32, False)
     efficient32 = benchmark.pedantic(gradients, (torch.float32, True), rounds=1, iterations=1)
+    fused32 = gradients(torch.float32, False, fused=True)
     benchmark.extra_info.update(
         {
             "plain_float32_vs_float64": f"{worst(plain32, reference):.2e}",
             "efficient_float32_vs_float64": f"{worst(efficient32, reference):.2e}",
             "efficient_float32_vs_plain_float32": f"{worst(efficient32, plain32):.2e}",
+            "fused_float32_vs_float64": f"{worst(fused32, reference):.2e}",
         }
     )
     print(f"\nfloat32 drift over 63 layers: {benchmark.extra_info}")

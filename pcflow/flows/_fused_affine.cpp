@@ -15,12 +15,14 @@
 // computes the shift, net 1 the raw log-scale):
 //   layout (L, 1 + D) int32: number of transformed coordinates, the transformed coordinates,
 //                            then the conditioning ones
-//   w1 (L, 2, D, H), b1 (L, 2, H)              first layer (rows of conditioning coordinates)
-//   wh (L, 2, H, H) [k][j]                      hidden layer, shared by all shapes
-//   fs (L, 2, B, H), fb (L, 2, B, H)            per-shape FiLM scale and folded bias: the
-//                                               hidden layer is relu((h1 wh) * fs + fb)
-//   wl (L, 2, D, H), bl (L, 2, D)               last layer, transposed (rows of transformed ones)
-//   bound (L,)                                  softsign bound of the log-scale
+//   w1, flat: per layer (2, ni, H), a row per conditioning coordinate; b1 (L, 2, H)
+//   wh (L, 2, H, H) [k][j]: the hidden layer, shared by all shapes
+//   fs, fb (L, 2, B, H): per-shape FiLM scale and folded bias; the hidden layer's output is
+//                        relu((h1 wh) * fs + fb)
+//   wl, flat: per layer (2, H, nt); bl, flat: per layer (2, nt)   (the last layer)
+//   bound (L,): the softsign bound of the log-scale
+// (ni and nt: the layer's numbers of conditioning and transformed coordinates; the flat
+// tensors are the layers' parameters concatenated, as they are stored.)
 
 #include <torch/extension.h>
 
@@ -88,6 +90,8 @@ struct Stack {
   int64_t L, B, D, H;
   const int32_t* layout;
   const float *w1, *b1, *wh, *fs, *fb, *wl, *bl, *bound;
+  // Offsets of layer l's net-0 weights in the flat w1, wl and bl (net 1's follow them).
+  std::vector<int64_t> o1, ol, ob;
 };
 
 struct Aligned {
@@ -113,13 +117,13 @@ void network(const Stack& s, int64_t l, int net, int64_t b, const int32_t* lay, 
   const int32_t* id = lay + 1 + nt;
   const int ni = static_cast<int>(D) - nt;
   const int64_t ln = l * 2 + net;
-  const float* w1 = s.w1 + ln * D * H;
+  const float* w1 = s.w1 + s.o1[l] + net * ni * H;
   const float* b1 = s.b1 + ln * H;
   const float* wh = s.wh + ln * H * H;
   const float* fs = s.fs + (ln * s.B + b) * H;
   const float* fb = s.fb + (ln * s.B + b) * H;
-  const float* wl = s.wl + ln * D * H;
-  const float* bl = s.bl + ln * D;
+  const float* wl = s.wl + s.ol[l] + net * H * nt;
+  const float* bl = s.bl + s.ob[l] + net * nt;
 
   // First layer, conditioning coordinates -> H, ReLU: h1[k] = relu(b1[k] + sum_d w1[d, k] x[d]).
   for (int64_t k = 0; k < H; ++k) {
@@ -127,7 +131,7 @@ void network(const Stack& s, int64_t l, int net, int64_t b, const int32_t* lay, 
 #pragma GCC unroll 4
     for (int v = 0; v < NJ; ++v) acc[v] = splat(b1[k]);
     for (int q = 0; q < ni; ++q) {
-      const vf w = splat(w1[id[q] * H + k]);
+      const vf w = splat(w1[q * H + k]);
       const float* xd = x + id[q] * P;
 #pragma GCC unroll 4
       for (int v = 0; v < NJ; ++v) acc[v] += w * load(xd + v * VL);
@@ -137,7 +141,7 @@ void network(const Stack& s, int64_t l, int net, int64_t b, const int32_t* lay, 
   }
   for (int q = 0; q < nt; ++q) {
 #pragma GCC unroll 4
-    for (int v = 0; v < NJ; ++v) store(out + q * P + v * VL, splat(bl[tr[q]]));
+    for (int v = 0; v < NJ; ++v) store(out + q * P + v * VL, splat(bl[q]));
   }
   // Hidden layer H -> H, FiLM, ReLU, then straight into the last layer. The weights are the
   // layer's own, shared by every shape (they stay in cache); FiLM is applied to the sums.
@@ -174,12 +178,12 @@ void network(const Stack& s, int64_t l, int net, int64_t b, const int32_t* lay, 
       for (int v = 0; v < NJ; ++v) acc[r][v] = relu(acc[r][v] * scale + bias);
     }
     for (int q = 0; q < nt; ++q) {
-      const float* wq = wl + tr[q] * H + j0;
+      const float* wq = wl + j0 * nt + q;
 #pragma GCC unroll 4
       for (int v = 0; v < NJ; ++v) {
         vf o = load(out + q * P + v * VL);
 #pragma GCC unroll 8
-        for (int r = 0; r < MR; ++r) o += wq[r] * acc[r][v];
+        for (int r = 0; r < MR; ++r) o += wq[r * nt] * acc[r][v];
         store(out + q * P + v * VL, o);
       }
     }
@@ -232,12 +236,12 @@ constexpr int MAX_D = 8;  // coordinates per point the backward pass supports
 inline int64_t padded(int64_t h) { return (h + VL - 1) / VL * VL; }
 
 struct Grads {
-  // Lane-vector sums (reduced over lanes at the end): w1 (L, 2, D, H), b1 (L, 2, H),
-  // wl (L, 2, D, H), bl (L, 2, D); plain sums: wh (L, 2, H, Hp), rows padded to whole vectors;
-  // per shape: fs, fb (L, 2, B, H).
+  // Lane-vector sums (reduced over lanes at the end) of w1, b1, wl, bl, in their layouts;
+  // plain sums of wh transposed, (L, 2, H, Hp) [j][k], rows padded to whole vectors; lane
+  // sums of fs, fb (L, 2, H) for the current shape.
   explicit Grads(const Stack& s)
-      : w1(s.L * 2 * s.D * s.H * VL), b1(s.L * 2 * s.H * VL), wl(s.L * 2 * s.D * s.H * VL),
-        bl(s.L * 2 * s.D * VL), wh(s.L * 2 * s.H * padded(s.H)), fs(s.L * 2 * s.H * VL),
+      : w1(s.o1.back() * VL), b1(s.L * 2 * s.H * VL), wl(s.ol.back() * VL),
+        bl(s.ob.back() * VL), wh(s.L * 2 * s.H * padded(s.H)), fs(s.L * 2 * s.H * VL),
         fb(s.L * 2 * s.H * VL) {
     for (Aligned* a : {&w1, &b1, &wl, &bl, &wh, &fs, &fb}) std::fill_n(a->ptr, a->size, 0.0f);
   }
@@ -269,31 +273,54 @@ void flush_film(const Stack& s, Grads& gr, float* fs_out, float* fb_out) {
   }
 }
 
-// dwh[k, j0 : j0 + JV * VL] += sum over the tile's points of h1[k, p] dg[p, j] (dg point-major);
-// rows of dwh and dgt are Hp = padded(H) floats apart.
+// h1t (P, Hp): the first layer again, relu(b1 + w1^T x), with points as rows (the layout the
+// hidden layer's weight gradient needs); columns from H to Hp stay zero. wpad is scratch for
+// the padded weights, (MAX_D + 1) rows of Hp.
+void first_layer_rows(const Stack& s, int64_t l, int net, const int32_t* lay, const float* x,
+                      float* h1t, float* wpad) {
+  const int64_t D = s.D, H = s.H, Hp = padded(H);
+  const int nt = lay[0];
+  const int32_t* id = lay + 1 + nt;
+  const int ni = static_cast<int>(D) - nt;
+  const int64_t ln = l * 2 + net;
+  std::fill_n(wpad, (ni + 1) * Hp, 0.0f);
+  std::copy_n(s.b1 + ln * H, H, wpad);
+  const float* w1 = s.w1 + s.o1[l] + net * ni * H;
+  for (int q = 0; q < ni; ++q) std::copy_n(w1 + q * H, H, wpad + (q + 1) * Hp);
+  for (int64_t c = 0; c < Hp; c += VL) {
+    for (int p = 0; p < P; ++p) {
+      vf acc = load(wpad + c);
+      for (int q = 0; q < ni; ++q) acc += x[id[q] * P + p] * load(wpad + (q + 1) * Hp + c);
+      store(h1t + p * Hp + c, relu(acc));
+    }
+  }
+}
+
+// dwt[j, c0 : c0 + JV * VL] += sum over the tile's points of dg[j, p] h1t[p, k]: the hidden
+// layer's weight gradient, transposed ((H, Hp) rows, k in vector lanes).
 template <int JV>
-void weight_gradient(const float* h1, const float* dgt, float* dwh, int64_t H, int64_t j0) {
+void weight_gradient(const float* dg, const float* h1t, float* dwt, int64_t H, int64_t c0) {
   const int64_t Hp = padded(H);
-  for (int64_t k0 = 0; k0 < H; k0 += MR) {
+  for (int64_t j0 = 0; j0 < H; j0 += MR) {
     vf acc[MR][JV];
     for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
-      for (int c = 0; c < JV; ++c) acc[r][c] = load(dwh + (k0 + r) * Hp + j0 + c * VL);
+      for (int c = 0; c < JV; ++c) acc[r][c] = load(dwt + (j0 + r) * Hp + c0 + c * VL);
     }
     for (int p = 0; p < P; ++p) {
-      vf dv[JV];
+      vf hv[JV];
 #pragma GCC unroll 4
-      for (int c = 0; c < JV; ++c) dv[c] = load(dgt + p * Hp + j0 + c * VL);
+      for (int c = 0; c < JV; ++c) hv[c] = load(h1t + p * Hp + c0 + c * VL);
 #pragma GCC unroll 8
       for (int r = 0; r < MR; ++r) {
-        const vf h = splat(h1[(k0 + r) * P + p]);
+        const vf d = splat(dg[(j0 + r) * P + p]);
 #pragma GCC unroll 4
-        for (int c = 0; c < JV; ++c) acc[r][c] += h * dv[c];
+        for (int c = 0; c < JV; ++c) acc[r][c] += d * hv[c];
       }
     }
     for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
-      for (int c = 0; c < JV; ++c) store(dwh + (k0 + r) * Hp + j0 + c * VL, acc[r][c]);
+      for (int c = 0; c < JV; ++c) store(dwt + (j0 + r) * Hp + c0 + c * VL, acc[r][c]);
     }
   }
 }
@@ -301,24 +328,25 @@ void weight_gradient(const float* h1, const float* dgt, float* dwh, int64_t H, i
 // Back-propagates d(out) (nt, P) through one network of layer l; adds to dx (D, P) and grads.
 void network_backward(const Stack& s, int64_t l, int net, const int32_t* lay, const float* x,
                       const float* h1, const float* g, const float* dout, float* dx,
-                      int64_t b, float* dg, float* dgt, Grads& gr) {
+                      int64_t b, float* dg, float* h1t, float* wpad, Grads& gr) {
   const int64_t D = s.D, H = s.H;
   const int nt = lay[0];
   const int32_t* tr = lay + 1;
   const int32_t* id = lay + 1 + nt;
   const int ni = static_cast<int>(D) - nt;
   const int64_t ln = l * 2 + net;
-  const float* w1 = s.w1 + ln * D * H;
+  const int64_t o1 = s.o1[l] + net * ni * H, ol = s.ol[l] + net * H * nt, ob = s.ob[l] + net * nt;
+  const float* w1 = s.w1 + o1;
   const float* wh = s.wh + ln * H * H;
   const float* fs = s.fs + (ln * s.B + b) * H;
   const float* fb = s.fb + (ln * s.B + b) * H;
-  const float* wl = s.wl + ln * D * H;
+  const float* wl = s.wl + ol;
 
   for (int q = 0; q < nt; ++q) {
     vf sum = {};
 #pragma GCC unroll 4
     for (int v = 0; v < NJ; ++v) sum += load(dout + q * P + v * VL);
-    accumulate(gr.bl.ptr + (ln * D + tr[q]) * VL, sum);
+    accumulate(gr.bl.ptr + (ob + q) * VL, sum);
   }
   // Last layer, ReLU and FiLM: dg = relu'(a2) (dout wl) fs, with a2 = g fs + fb.
   for (int64_t j = 0; j < H; ++j) {
@@ -331,7 +359,7 @@ void network_backward(const Stack& s, int64_t l, int net, const int32_t* lay, co
       vf dh2 = {};
       for (int q = 0; q < nt; ++q) {
         const vf o = load(dout + q * P + v * VL);
-        dh2 += wl[tr[q] * H + j] * o;
+        dh2 += wl[j * nt + q] * o;
         dwl[q] += o * h2;
       }
       const vf zero = {};
@@ -340,20 +368,17 @@ void network_backward(const Stack& s, int64_t l, int net, const int32_t* lay, co
       dbias += da2;
       store(dg + j * P + v * VL, da2 * scale);
     }
-    for (int q = 0; q < nt; ++q) accumulate(gr.wl.ptr + ((ln * D + tr[q]) * H + j) * VL, dwl[q]);
+    for (int q = 0; q < nt; ++q) accumulate(gr.wl.ptr + (ol + j * nt + q) * VL, dwl[q]);
     accumulate(gr.fs.ptr + (ln * H + j) * VL, dscale);
     accumulate(gr.fb.ptr + (ln * H + j) * VL, dbias);
   }
-  // Hidden layer's weights: dwh += h1 dg^T, with dg transposed to point-major first (rows
-  // padded to whole vectors; the padding stays zero).
+  // Hidden layer's weights: dwh^T += dg h1^T, with h1 evaluated again with points as rows.
   const int64_t Hp = padded(H);
-  for (int64_t j = 0; j < H; ++j) {
-    for (int p = 0; p < P; ++p) dgt[p * Hp + j] = dg[j * P + p];
-  }
-  float* dwh = gr.wh.ptr + ln * H * Hp;
-  int64_t j0 = 0;
-  for (; j0 + NJ * VL <= Hp; j0 += NJ * VL) weight_gradient<NJ>(h1, dgt, dwh, H, j0);
-  for (; j0 < Hp; j0 += VL) weight_gradient<1>(h1, dgt, dwh, H, j0);
+  first_layer_rows(s, l, net, lay, x, h1t, wpad);
+  float* dwt = gr.wh.ptr + ln * H * Hp;
+  int64_t c0 = 0;
+  for (; c0 + NJ * VL <= Hp; c0 += NJ * VL) weight_gradient<NJ>(dg, h1t, dwt, H, c0);
+  for (; c0 < Hp; c0 += VL) weight_gradient<1>(dg, h1t, dwt, H, c0);
   // Hidden layer's inputs, dh1 = wh dg, then the first layer's ReLU, weights and inputs.
   for (int64_t k0 = 0; k0 < H; k0 += MR) {
     vf acc[MR][NJ];
@@ -384,11 +409,11 @@ void network_backward(const Stack& s, int64_t l, int net, const int32_t* lay, co
           const float* xd = x + id[q] * P + v * VL;
           dw1[q] += load(xd) * da1;
           float* dxd = dx + id[q] * P + v * VL;
-          store(dxd, load(dxd) + w1[id[q] * H + k] * da1);
+          store(dxd, load(dxd) + w1[q * H + k] * da1);
         }
       }
       accumulate(gr.b1.ptr + (ln * H + k) * VL, db1);
-      for (int q = 0; q < ni; ++q) accumulate(gr.w1.ptr + ((ln * D + id[q]) * H + k) * VL, dw1[q]);
+      for (int q = 0; q < ni; ++q) accumulate(gr.w1.ptr + (o1 + q * H + k) * VL, dw1[q]);
     }
   }
 }
@@ -396,10 +421,9 @@ void network_backward(const Stack& s, int64_t l, int net, const int32_t* lay, co
 struct Buffers {
   explicit Buffers(int64_t D, int64_t H)
       : x(D * P), dx(D * P), det(P), dld(P), h1a(H * P), h1b(H * P), ga(H * P), gb(H * P),
-        shift(D * P), raw(D * P), dshift(D * P), draw(D * P), dg(H * P), dgt(padded(H) * P) {
-    std::fill_n(dgt.ptr, dgt.size, 0.0f);
-  }
-  Aligned x, dx, det, dld, h1a, h1b, ga, gb, shift, raw, dshift, draw, dg, dgt;
+        shift(D * P), raw(D * P), dshift(D * P), draw(D * P), dg(H * P), h1t(padded(H) * P),
+        wpad((MAX_D + 1) * padded(H)) {}
+  Aligned x, dx, det, dld, h1a, h1b, ga, gb, shift, raw, dshift, draw, dg, h1t, wpad;
 };
 
 // Back-propagates one tile through every layer: y (D, P) holds the stack's outputs and becomes
@@ -448,9 +472,9 @@ void tile_backward(const Stack& s, int64_t b, bool inverse, Buffers& t, Grads& g
       }
     }
     network_backward(s, l, 0, lay, y, t.h1a.ptr, t.ga.ptr, t.dshift.ptr, dy, b, t.dg.ptr,
-                     t.dgt.ptr, gr);
+                     t.h1t.ptr, t.wpad.ptr, gr);
     network_backward(s, l, 1, lay, y, t.h1b.ptr, t.gb.ptr, t.draw.ptr, dy, b, t.dg.ptr,
-                     t.dgt.ptr, gr);
+                     t.h1t.ptr, t.wpad.ptr, gr);
   }
 }
 
@@ -466,21 +490,30 @@ Stack make_stack(const at::Tensor& points, const at::Tensor& layout, const at::T
   const int64_t L = layout.size(0), H = wh.size(-1);
   TORCH_CHECK(H % MR == 0, "hidden width must be a multiple of ", MR);
   TORCH_CHECK(layout.scalar_type() == at::kInt && layout.is_contiguous() &&
-                  layout.size(1) == 1 + D, "layout must be int32 (L, 1 + D)");
+                  layout.dim() == 2 && layout.size(1) == 1 + D,
+              "layout must be int32 (L, 1 + D)");
   const at::Tensor* weights[] = {&w1, &b1, &wh, &fs, &fb, &wl, &bl, &bound};
   for (const at::Tensor* t : weights) {
-    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->size(0) == L,
-                "weights must be contiguous float32 tensors with one entry per layer");
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous(),
+                "weights must be contiguous float32 tensors");
   }
-  TORCH_CHECK(wh.numel() == L * 2 * H * H && w1.numel() == L * 2 * D * H &&
-                  wl.numel() == L * 2 * D * H && fs.numel() == L * 2 * B * H &&
+  Stack s{L, B, D, H, layout.data_ptr<int32_t>(), w1.data_ptr<float>(),
+          b1.data_ptr<float>(), wh.data_ptr<float>(), fs.data_ptr<float>(),
+          fb.data_ptr<float>(), wl.data_ptr<float>(), bl.data_ptr<float>(),
+          bound.data_ptr<float>(), {0}, {0}, {0}};
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t nt = s.layout[l * (1 + D)];
+    TORCH_CHECK(nt >= 1 && nt < D, "layer ", l, " must transform between 1 and D - 1 coordinates");
+    s.o1.push_back(s.o1.back() + 2 * (D - nt) * H);
+    s.ol.push_back(s.ol.back() + 2 * H * nt);
+    s.ob.push_back(s.ob.back() + 2 * nt);
+  }
+  TORCH_CHECK(wh.numel() == L * 2 * H * H && w1.numel() == s.o1.back() &&
+                  wl.numel() == s.ol.back() && fs.numel() == L * 2 * B * H &&
                   fb.numel() == L * 2 * B * H && b1.numel() == L * 2 * H &&
-                  bl.numel() == L * 2 * D && bound.numel() == L,
-              "weight shapes do not match the points");
-  return Stack{L, B, D, H, layout.data_ptr<int32_t>(), w1.data_ptr<float>(),
-               b1.data_ptr<float>(), wh.data_ptr<float>(), fs.data_ptr<float>(),
-               fb.data_ptr<float>(), wl.data_ptr<float>(), bl.data_ptr<float>(),
-               bound.data_ptr<float>()};
+                  bl.numel() == s.ob.back() && bound.numel() == L,
+              "weight shapes do not match the layout and the points");
+  return s;
 }
 
 // Copies a tile of points (B, N, D) into the points-in-lanes layout (D, P), zero-padded.
@@ -597,10 +630,14 @@ std::vector<at::Tensor> run_backward(const at::Tensor& outputs, const at::Tensor
       float* dst = target->data_ptr<float>();
       for (int64_t i = 0; i < target->numel(); ++i) dst[i] += hsum(load(lanes.ptr + i * VL));
     }
-    float* dwh = grad_wh.data_ptr<float>();
+    float* dwh = grad_wh.data_ptr<float>();  // (L, 2, H, H) [k][j]; the sums are [j][k]
     const int64_t Hp = padded(H);
-    for (int64_t row = 0; row < L * 2 * H; ++row) {
-      for (int64_t j = 0; j < H; ++j) dwh[row * H + j] += gr.wh.ptr[row * Hp + j];
+    for (int64_t ln = 0; ln < L * 2; ++ln) {
+      for (int64_t j = 0; j < H; ++j) {
+        for (int64_t k = 0; k < H; ++k) {
+          dwh[(ln * H + k) * H + j] += gr.wh.ptr[(ln * H + j) * Hp + k];
+        }
+      }
     }
     grad_fs += film_fs[chunk];
     grad_fb += film_fb[chunk];

@@ -28,6 +28,7 @@ import torch
 from nflows.transforms import Transform
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
 
 from pcflow.transforms.coupling import PointAffineCoupling, is_plain_affine_coupling
 
@@ -110,34 +111,52 @@ def fused_groups(layers: Sequence[Transform]) -> list[tuple[bool, list[Transform
     return groups
 
 
+def _film(nets: list, context: Tensor | None, batch: int) -> tuple[Tensor, Tensor]:
+    """FiLM scale and folded bias of every layer's hidden layer, each `(L, 2, B, H)`.
+
+    The batched form of `_FiLMNetworks.film` over all layers: one product per kind of weight.
+    """
+    num, hidden = len(nets), nets[0].hidden_features
+    hidden_bias = torch.cat([net.hidden_bias for net in nets]).view(num, 2, 1, hidden)
+    if context is None:
+        scale = torch.ones(num, 2, batch, hidden, dtype=hidden_bias.dtype)
+        return scale, hidden_bias.expand(num, 2, batch, hidden)
+    pre = torch.cat([net.film_in(context) for net in nets], dim=1)  # (B, L * 4H)
+    film = F.silu(pre).view(batch, num * 4, hidden).transpose(0, 1)
+    film = torch.baddbmm(
+        torch.cat([net.film_bias for net in nets]),
+        film,
+        torch.cat([net.film_weight for net in nets]),
+    ).view(num, 4, batch, hidden)
+    eps = torch.tensor([net.film_eps for net in nets], dtype=film.dtype).view(num, 1, 1, 1)
+    scale = eps + torch.exp(film[:, :2])
+    return scale, torch.addcmul(film[:, 2:], hidden_bias, scale)
+
+
 def _stack(layers: list[PointAffineCoupling], inputs: Tensor, context: Tensor | None):
-    batch, _, features = inputs.shape
-    layout, w1, b1, wh, fs, fb, wl, bl, bound = [], [], [], [], [], [], [], [], []
-    for layer in layers:
-        net = layer.networks
-        layout.append(
+    """The kernel's arguments: layout, weights (as stored, concatenated) and FiLM terms."""
+    batch = inputs.shape[0]
+    nets = [layer.networks for layer in layers]
+    num, hidden = len(nets), nets[0].hidden_features
+    layout = torch.tensor(
+        [
             [len(layer.transformed_features), *layer.transformed_features,
              *layer.identity_features]
-        )  # fmt: skip
-        w1.append(net._full(net.first_weight, 1, net.identity_index, features))  # (2, D, H)
-        b1.append(net.first_bias.squeeze(1))  # (2, H)
-        wh.append(net.hidden_weight)  # (2, H, H)
-        film = net.film(context, batch)
-        if film is None:
-            film = (
-                torch.ones_like(net.hidden_bias).expand(-1, batch, -1),
-                net.hidden_bias.expand(-1, batch, -1),
-            )
-        fs.append(film[0])  # (2, B, H)
-        fb.append(film[1])  # (2, B, H)
-        last = net._full(net.last_weight, 2, net.out_index, features)  # (2, H, D)
-        wl.append(last.transpose(1, 2))  # (2, D, H)
-        bl.append(net._full(net.last_bias, 2, net.out_index, features).squeeze(1))  # (2, D)
-        bound.append(layer.max_log_scale)
+            for layer in layers
+        ],
+        dtype=torch.int32,
+    )  # fmt: skip
+    scale, bias = _film(nets, context, batch)
     return (
-        torch.tensor(layout, dtype=torch.int32).view(len(layers), 1 + features),
-        *(torch.stack(t).contiguous() for t in (w1, b1, wh, fs, fb, wl, bl)),
-        torch.tensor(bound, dtype=torch.float32),
+        layout,
+        torch.cat([net.first_weight.reshape(-1) for net in nets]),  # per layer (2, ni, H)
+        torch.cat([net.first_bias for net in nets]).view(num, 2, hidden),
+        torch.cat([net.hidden_weight for net in nets]).view(num, 2, hidden, hidden),
+        scale.contiguous(),
+        bias.contiguous(),
+        torch.cat([net.last_weight.reshape(-1) for net in nets]),  # per layer (2, H, nt)
+        torch.cat([net.last_bias.reshape(-1) for net in nets]),  # per layer (2, nt)
+        torch.tensor([layer.max_log_scale for layer in layers], dtype=torch.float32),
     )
 
 
