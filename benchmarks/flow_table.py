@@ -12,7 +12,6 @@ per-shape projection of the latent.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
@@ -87,10 +86,13 @@ def measure(
 ) -> dict[str, float]:
     """Time forward (log_prob), inverse (sample) and a training step of both flows, interleaved.
 
+    Every quantity is the fastest of ``rounds`` calls (as ``timeit`` advises: slower calls
+    measure the other jobs on a shared machine, not the code), for both flows and the matmul.
+
     Returns:
-        Median seconds per call for ``"ours_<op>"`` and ``"nflows_<op>"`` (op in ``forward``,
-        ``inverse``, ``train``), the median ``"mm_seconds"`` of a 2048x2048 fp32 ``torch.mm``,
-        the derived ``"ratio_<op>"`` (nflows time / ours), points per second and GFLOP/s.
+        Seconds per call for ``"ours_<op>"`` and ``"nflows_<op>"`` (op in ``forward``,
+        ``inverse``, ``train``), ``"mm_seconds"`` of a 2048x2048 fp32 ``torch.mm``, the
+        derived ``"ratio_<op>"`` (nflows time / ours), points per second and GFLOP/s.
     """
     if threads is not None:
         torch.set_num_threads(threads)
@@ -144,7 +146,7 @@ def measure(
     for _ in range(rounds):
         for name, fn in ops.items():
             times[name].append(_time(fn))
-    result = {name: statistics.median(values) for name, values in times.items()}
+    result = {name: min(values) for name, values in times.items()}
     total = batch * num_points
     flops = flow_flops_per_point(ours) * total
     mm_rate = 2 * 2048**3 / result["mm_seconds"]

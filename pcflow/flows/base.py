@@ -87,12 +87,14 @@ class ConditionalPointFlow(Flow):
             (inferred from the transform's layers) when ``None``.
         memory_efficient: Recompute activations during backward instead of storing them, for
             `log_prob`, `transform_to_noise` and `sample` under autograd (not for per-point
-            log-likelihoods, which use plain autograd).
+            log-likelihoods, which use plain autograd). Stacks that the fused kernel takes
+            whole recompute anyway.
         memory_budget: Bytes of activations a chunked evaluation may hold at once.
         fused: Hand runs of consecutive `PointAffineCoupling` layers to pcflow's fused CPU
-            kernel (`pcflow.flows.fused`) whenever nothing needs gradients and the points are
-            float32 on the CPU; it keeps the activations in cache and is several times faster
-            than the PyTorch path. The attribute can be changed later.
+            kernel (`pcflow.flows.fused`) whenever the points are float32 on the CPU (and
+            autocast is off), with or without autograd. It keeps activations in cache, is
+            several times faster than the PyTorch path, and its backward pass recomputes
+            instead of storing, like ``memory_efficient``. The attribute can be changed later.
 
     Example:
         >>> import torch

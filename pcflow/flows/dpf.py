@@ -44,7 +44,9 @@ def dpf_flow(
         coupling: ``"affine"`` (`PointAffineCoupling`, the paper's) or ``"spline"``
             (`PointSplineCoupling`).
         memory_efficient: Recompute activations during backward instead of storing them
-            (bounded training memory for about one extra forward pass of time).
+            (bounded training memory for about one extra forward pass of time) on the
+            PyTorch path. Affine flows on float32 CPU tensors run on the fused kernel
+            (`pcflow.flows.fused`), which always recomputes and is faster either way.
         **coupling_kwargs: Passed to every coupling (e.g. ``max_log_scale``, ``num_bins``).
 
     Returns:

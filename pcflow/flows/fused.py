@@ -1,17 +1,21 @@
-"""A fused CPU kernel for stacks of affine point couplings, used automatically without autograd.
+"""A fused CPU kernel for stacks of affine point couplings: forward, inverse and backward.
 
 `ConditionalPointFlow` hands every run of consecutive `PointAffineCoupling` layers to this
-kernel when nothing needs gradients (``torch.no_grad()``, inference, evaluation, sampling),
-the points are float32 on the CPU and a C++ compiler is at hand. The kernel carries tiles of
-points (64 with AVX-512) through all layers in cache, so the hidden activations never reach
-memory and the biases, ReLUs, first and last layers and the coupling itself are fused around
-the ``H x H`` product; see ``_fused_affine.cpp`` for the layout. It computes exactly what the
-layers compute, up to float32 rounding; tests hold it to the PyTorch path.
+kernel when the points are float32 on the CPU, autocast is off and a C++ compiler is at hand,
+for inference and training alike. The kernel carries tiles of points (64 with AVX-512) through
+all layers in cache, with points in vector lanes, so the hidden activations never reach
+memory and the biases, ReLUs, first and last layers, FiLM and the coupling itself are fused
+around the ``H x H`` product; see ``_fused_affine.cpp``. Its backward pass stores nothing per
+layer: it rebuilds each layer's inputs from its outputs (couplings are invertible), evaluates
+the layer's networks again and back-propagates through them, so training memory does not
+grow with depth (``memory_efficient`` changes nothing here). It computes what the layers
+compute, up to float32 rounding; tests hold it to the PyTorch path in float64.
 
 The kernel is compiled on first use with ``torch.utils.cpp_extension`` (``-O3
--march=native``; about a minute, cached under ``TORCH_EXTENSIONS_DIR``, by default
+-march=native``; about 20 seconds, cached under ``TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``). Where it cannot be built (no compiler), pcflow warns once and
-uses the PyTorch path. Set ``PCFLOW_FUSED=0`` to turn it off.
+uses the PyTorch path. ``flow.fused = False`` turns it off for one flow, ``PCFLOW_FUSED=0``
+everywhere.
 """
 
 from __future__ import annotations
