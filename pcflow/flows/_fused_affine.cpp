@@ -86,6 +86,27 @@ inline vf vexp(vf x) {
   return reinterpret_cast<vf>(reinterpret_cast<vi>(p) + (ni << 23));
 }
 
+// The one product of the kernel, register-blocked: acc[r][c] += sum over i < n of
+// a[r * a_row + i * a_col] (a scalar, broadcast) * b[i * b_row + c * VL : + VL] (a vector).
+// The hidden layer, its backward pass and its weight gradient are all this, with other strides.
+template <int NV>
+inline void microkernel(vf (&acc)[MR][NV], const float* a, int64_t a_row, int64_t a_col,
+                        const float* b, int64_t b_row, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* bi = b + i * b_row;
+    const float* ai = a + i * a_col;
+    vf bv[NV];
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) bv[c] = load(bi + c * VL);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const vf w = splat(ai[r * a_row]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) acc[r][c] += w * bv[c];
+    }
+  }
+}
+
 struct Stack {
   int64_t L, B, D, H;
   const int32_t* layout;
@@ -152,19 +173,7 @@ void network(const Stack& s, int64_t l, int net, int64_t b, const int32_t* lay, 
 #pragma GCC unroll 4
       for (int v = 0; v < NJ; ++v) acc[r][v] = vf{};
     }
-    for (int64_t k = 0; k < H; ++k) {
-      const float* hk = h1 + k * P;
-      const float* wk = wh + k * H + j0;
-      vf hv[NJ];
-#pragma GCC unroll 4
-      for (int v = 0; v < NJ; ++v) hv[v] = load(hk + v * VL);
-#pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) {
-        const vf w = splat(wk[r]);
-#pragma GCC unroll 4
-        for (int v = 0; v < NJ; ++v) acc[r][v] += w * hv[v];
-      }
-    }
+    microkernel<NJ>(acc, wh + j0, 1, H, h1, P, H);  // sum over k of wh[k, j] h1[k, :]
     if (g != nullptr) {
       for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
@@ -307,17 +316,7 @@ void weight_gradient(const float* dg, const float* h1t, float* dwt, int64_t H, i
 #pragma GCC unroll 4
       for (int c = 0; c < JV; ++c) acc[r][c] = load(dwt + (j0 + r) * Hp + c0 + c * VL);
     }
-    for (int p = 0; p < P; ++p) {
-      vf hv[JV];
-#pragma GCC unroll 4
-      for (int c = 0; c < JV; ++c) hv[c] = load(h1t + p * Hp + c0 + c * VL);
-#pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) {
-        const vf d = splat(dg[(j0 + r) * P + p]);
-#pragma GCC unroll 4
-        for (int c = 0; c < JV; ++c) acc[r][c] += d * hv[c];
-      }
-    }
+    microkernel<JV>(acc, dg + j0 * P, P, 1, h1t + c0, Hp, P);  // sum over p of dg[j, p] h1t[p]
     for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
       for (int c = 0; c < JV; ++c) store(dwt + (j0 + r) * Hp + c0 + c * VL, acc[r][c]);
@@ -386,17 +385,7 @@ void network_backward(const Stack& s, int64_t l, int net, const int32_t* lay, co
 #pragma GCC unroll 4
       for (int v = 0; v < NJ; ++v) acc[r][v] = vf{};
     }
-    for (int64_t j = 0; j < H; ++j) {
-      vf dv[NJ];
-#pragma GCC unroll 4
-      for (int v = 0; v < NJ; ++v) dv[v] = load(dg + j * P + v * VL);
-#pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) {
-        const vf w = splat(wh[(k0 + r) * H + j]);
-#pragma GCC unroll 4
-        for (int v = 0; v < NJ; ++v) acc[r][v] += w * dv[v];
-      }
-    }
+    microkernel<NJ>(acc, wh + k0 * H, H, 1, dg, P, H);  // sum over j of wh[k, j] dg[j, :]
     for (int r = 0; r < MR; ++r) {
       const int64_t k = k0 + r;
       vf db1 = {};
