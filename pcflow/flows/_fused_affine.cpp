@@ -1,5 +1,6 @@
 // A stack of FiLM-conditioned affine couplings (pcflow.transforms.PointAffineCoupling), evaluated
-// without autograd, one tile of points at a time through every layer.
+// one tile of points at a time through every layer: forward, inverse, and a backward pass that
+// recomputes instead of storing activations.
 //
 // Why a kernel: in eager PyTorch every layer writes its hidden activations to memory, adds the
 // biases with broadcast copies, runs the ReLUs as separate passes and reads everything back,
@@ -128,23 +129,39 @@ struct Aligned {
   size_t size;
 };
 
+// One network (0: the shift, 1: the raw log-scale) of layer l, seen from shape b: its
+// coordinates, where its weights and FiLM terms lie, and their offsets (for the gradients).
+struct Net {
+  Net(const Stack& s, int64_t l, int net, int64_t b)
+      : nt(s.layout[l * (1 + s.D)]),
+        ni(static_cast<int>(s.D) - nt),
+        tr(s.layout + l * (1 + s.D) + 1),
+        id(tr + nt),
+        ln(l * 2 + net),
+        o1(s.o1[l] + net * ni * s.H),
+        ol(s.ol[l] + net * s.H * nt),
+        ob(s.ob[l] + net * nt),
+        w1(s.w1 + o1),
+        b1(s.b1 + ln * s.H),
+        wh(s.wh + ln * s.H * s.H),
+        fs(s.fs + (ln * s.B + b) * s.H),
+        fb(s.fb + (ln * s.B + b) * s.H),
+        wl(s.wl + ol),
+        bl(s.bl + ob) {}
+  int nt, ni;              // transformed and conditioning coordinates
+  const int32_t *tr, *id;  // their indices
+  int64_t ln, o1, ol, ob;  // (layer, net) index; offsets in the flat w1, wl, bl
+  const float *w1, *b1, *wh, *fs, *fb, *wl, *bl;
+};
+
 // One network of one layer on the tile: out[q] (transformed coordinate q, P points). With
 // ``g`` (H, P), the hidden layer's sums before FiLM are kept for the backward pass.
-void network(const Stack& s, int64_t l, int net, int64_t b, const int32_t* lay, const float* x,
-             float* h1, float* out, float* g = nullptr) {
-  const int64_t D = s.D, H = s.H;
-  const int nt = lay[0];
-  const int32_t* tr = lay + 1;
-  const int32_t* id = lay + 1 + nt;
-  const int ni = static_cast<int>(D) - nt;
-  const int64_t ln = l * 2 + net;
-  const float* w1 = s.w1 + s.o1[l] + net * ni * H;
-  const float* b1 = s.b1 + ln * H;
-  const float* wh = s.wh + ln * H * H;
-  const float* fs = s.fs + (ln * s.B + b) * H;
-  const float* fb = s.fb + (ln * s.B + b) * H;
-  const float* wl = s.wl + s.ol[l] + net * H * nt;
-  const float* bl = s.bl + s.ob[l] + net * nt;
+void network(const Stack& s, const Net& n, const float* x, float* h1, float* out,
+             float* g = nullptr) {
+  const int64_t H = s.H;
+  const int nt = n.nt, ni = n.ni;
+  const int32_t* id = n.id;
+  const float *w1 = n.w1, *b1 = n.b1, *wh = n.wh, *fs = n.fs, *fb = n.fb, *wl = n.wl, *bl = n.bl;
 
   // First layer, conditioning coordinates -> H, ReLU: h1[k] = relu(b1[k] + sum_d w1[d, k] x[d]).
   for (int64_t k = 0; k < H; ++k) {
@@ -204,13 +221,12 @@ void tile(const Stack& s, int64_t b, bool inverse, float* x, float* logdet, floa
           float* shift, float* raw) {
   for (int64_t step = 0; step < s.L; ++step) {
     const int64_t l = inverse ? s.L - 1 - step : step;
-    const int32_t* lay = s.layout + l * (1 + s.D);
-    network(s, l, 0, b, lay, x, h1, shift);
-    network(s, l, 1, b, lay, x, h1, raw);
+    const Net shift_net(s, l, 0, b), scale_net(s, l, 1, b);
+    network(s, shift_net, x, h1, shift);
+    network(s, scale_net, x, h1, raw);
     const float bound = s.bound[l];
-    const int nt = lay[0];
-    for (int q = 0; q < nt; ++q) {
-      float* xd = x + lay[1 + q] * P;
+    for (int q = 0; q < shift_net.nt; ++q) {
+      float* xd = x + shift_net.tr[q] * P;
 #pragma GCC unroll 4
       for (int v = 0; v < NJ; ++v) {
         const vf u = load(raw + q * P + v * VL);
@@ -285,17 +301,13 @@ void flush_film(const Stack& s, Grads& gr, float* fs_out, float* fb_out) {
 // h1t (P, Hp): the first layer again, relu(b1 + w1^T x), with points as rows (the layout the
 // hidden layer's weight gradient needs); columns from H to Hp stay zero. wpad is scratch for
 // the padded weights, (MAX_D + 1) rows of Hp.
-void first_layer_rows(const Stack& s, int64_t l, int net, const int32_t* lay, const float* x,
-                      float* h1t, float* wpad) {
-  const int64_t D = s.D, H = s.H, Hp = padded(H);
-  const int nt = lay[0];
-  const int32_t* id = lay + 1 + nt;
-  const int ni = static_cast<int>(D) - nt;
-  const int64_t ln = l * 2 + net;
+void first_layer_rows(const Stack& s, const Net& n, const float* x, float* h1t, float* wpad) {
+  const int64_t H = s.H, Hp = padded(H);
+  const int ni = n.ni;
+  const int32_t* id = n.id;
   std::fill_n(wpad, (ni + 1) * Hp, 0.0f);
-  std::copy_n(s.b1 + ln * H, H, wpad);
-  const float* w1 = s.w1 + s.o1[l] + net * ni * H;
-  for (int q = 0; q < ni; ++q) std::copy_n(w1 + q * H, H, wpad + (q + 1) * Hp);
+  std::copy_n(n.b1, H, wpad);
+  for (int q = 0; q < ni; ++q) std::copy_n(n.w1 + q * H, H, wpad + (q + 1) * Hp);
   for (int64_t c = 0; c < Hp; c += VL) {
     for (int p = 0; p < P; ++p) {
       vf acc = load(wpad + c);
@@ -325,21 +337,13 @@ void weight_gradient(const float* dg, const float* h1t, float* dwt, int64_t H, i
 }
 
 // Back-propagates d(out) (nt, P) through one network of layer l; adds to dx (D, P) and grads.
-void network_backward(const Stack& s, int64_t l, int net, const int32_t* lay, const float* x,
-                      const float* h1, const float* g, const float* dout, float* dx,
-                      int64_t b, float* dg, float* h1t, float* wpad, Grads& gr) {
-  const int64_t D = s.D, H = s.H;
-  const int nt = lay[0];
-  const int32_t* tr = lay + 1;
-  const int32_t* id = lay + 1 + nt;
-  const int ni = static_cast<int>(D) - nt;
-  const int64_t ln = l * 2 + net;
-  const int64_t o1 = s.o1[l] + net * ni * H, ol = s.ol[l] + net * H * nt, ob = s.ob[l] + net * nt;
-  const float* w1 = s.w1 + o1;
-  const float* wh = s.wh + ln * H * H;
-  const float* fs = s.fs + (ln * s.B + b) * H;
-  const float* fb = s.fb + (ln * s.B + b) * H;
-  const float* wl = s.wl + ol;
+void network_backward(const Stack& s, const Net& n, const float* x, const float* h1,
+                      const float* g, const float* dout, float* dx, float* dg, float* h1t,
+                      float* wpad, Grads& gr) {
+  const int64_t H = s.H, ln = n.ln, o1 = n.o1, ol = n.ol, ob = n.ob;
+  const int nt = n.nt, ni = n.ni;
+  const int32_t* id = n.id;
+  const float *w1 = n.w1, *wh = n.wh, *fs = n.fs, *fb = n.fb, *wl = n.wl;
 
   for (int q = 0; q < nt; ++q) {
     vf sum = {};
@@ -373,7 +377,7 @@ void network_backward(const Stack& s, int64_t l, int net, const int32_t* lay, co
   }
   // Hidden layer's weights: dwh^T += dg h1^T, with h1 evaluated again with points as rows.
   const int64_t Hp = padded(H);
-  first_layer_rows(s, l, net, lay, x, h1t, wpad);
+  first_layer_rows(s, n, x, h1t, wpad);
   float* dwt = gr.wh.ptr + ln * H * Hp;
   int64_t c0 = 0;
   for (; c0 + NJ * VL <= Hp; c0 += NJ * VL) weight_gradient<NJ>(dg, h1t, dwt, H, c0);
@@ -423,15 +427,14 @@ void tile_backward(const Stack& s, int64_t b, bool inverse, Buffers& t, Grads& g
   float* dy = t.dx.ptr;
   for (int64_t step = 0; step < s.L; ++step) {
     const int64_t l = inverse ? step : s.L - 1 - step;
-    const int32_t* lay = s.layout + l * (1 + s.D);
+    const Net shift_net(s, l, 0, b), scale_net(s, l, 1, b);
     // The conditioning coordinates are the same on both sides of the layer.
-    network(s, l, 0, b, lay, y, t.h1a.ptr, t.shift.ptr, t.ga.ptr);
-    network(s, l, 1, b, lay, y, t.h1b.ptr, t.raw.ptr, t.gb.ptr);
+    network(s, shift_net, y, t.h1a.ptr, t.shift.ptr, t.ga.ptr);
+    network(s, scale_net, y, t.h1b.ptr, t.raw.ptr, t.gb.ptr);
     const float bound = s.bound[l];
-    const int nt = lay[0];
-    for (int q = 0; q < nt; ++q) {
-      float* yd = y + lay[1 + q] * P;
-      float* dyd = dy + lay[1 + q] * P;
+    for (int q = 0; q < shift_net.nt; ++q) {
+      float* yd = y + shift_net.tr[q] * P;
+      float* dyd = dy + shift_net.tr[q] * P;
 #pragma GCC unroll 4
       for (int v = 0; v < NJ; ++v) {
         const vf u = load(t.raw.ptr + q * P + v * VL);
@@ -460,9 +463,9 @@ void tile_backward(const Stack& s, int64_t b, bool inverse, Buffers& t, Grads& g
         store(t.draw.ptr + q * P + v * VL, dlog_scale * (bound / (den * den)));
       }
     }
-    network_backward(s, l, 0, lay, y, t.h1a.ptr, t.ga.ptr, t.dshift.ptr, dy, b, t.dg.ptr,
+    network_backward(s, shift_net, y, t.h1a.ptr, t.ga.ptr, t.dshift.ptr, dy, t.dg.ptr,
                      t.h1t.ptr, t.wpad.ptr, gr);
-    network_backward(s, l, 1, lay, y, t.h1b.ptr, t.gb.ptr, t.draw.ptr, dy, b, t.dg.ptr,
+    network_backward(s, scale_net, y, t.h1b.ptr, t.gb.ptr, t.draw.ptr, dy, t.dg.ptr,
                      t.h1t.ptr, t.wpad.ptr, gr);
   }
 }

@@ -11,7 +11,7 @@ from nflows.transforms import CompositeTransform, Transform
 from torch import Tensor
 
 from pcflow._checks import check_context, check_finite, check_points, check_same_batch
-from pcflow.flows.fused import fused_available, fused_groups, run_fused
+from pcflow.flows.fused import fused_groups, kernel_takes, run_fused
 from pcflow.transforms.base import PointTransform
 
 __all__ = ["ConditionalPointFlow", "StandardPointNormal"]
@@ -183,7 +183,8 @@ class ConditionalPointFlow(Flow):
         """Points per shape that one chunk may hold within ``memory_budget``, without autograd.
 
         Only the activations of the layer being evaluated are alive at a time, so the largest
-        layer's estimate (`PointTransform.activation_floats_per_point`) sets the cost of a point.
+        layer's estimate (`PointTransform.activation_floats_per_point`) sets the cost of a point;
+        layers the fused kernel takes keep their activations in cache and count ``4 D`` floats.
 
         Arguments:
             batch_size: Number of shapes ``B`` evaluated together.
@@ -192,24 +193,20 @@ class ConditionalPointFlow(Flow):
         Returns:
             The chunk size, at least 1.
         """
-        floats = max(
-            (self._activation_floats(fusable, layer, dtype) for fusable, group in self._groups
-             for layer in group),
-            default=16,
-        )  # fmt: skip
-        per_point = (floats + 4 * self.features) * torch.finfo(dtype).bits // 8
-        return max(1, self.memory_budget // (per_point * batch_size))
+        device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        kernel = self.fused and kernel_takes(dtype, device)
 
-    def _activation_floats(self, fusable: bool, layer: Transform, dtype: torch.dtype) -> int:
-        if (
-            fusable
-            and self.fused
-            and dtype == torch.float32
-            and not torch.is_grad_enabled()
-            and fused_available()
-        ):
-            return 4 * self.features  # the kernel keeps activations in cache, not memory
-        return getattr(layer, "activation_floats_per_point", lambda: 16)()
+        def floats(fusable: bool, layer: Transform) -> int:
+            if fusable and kernel:
+                return 4 * self.features  # the kernel keeps activations in cache, not memory
+            return getattr(layer, "activation_floats_per_point", lambda: 16)()
+
+        largest = max(
+            (floats(fusable, layer) for fusable, group in self._groups for layer in group),
+            default=16,
+        )
+        per_point = (largest + 4 * self.features) * torch.finfo(dtype).bits // 8
+        return max(1, self.memory_budget // (per_point * batch_size))
 
     def _resolve_chunk(self, chunk_size: int | None, batch: int, num_points: int, dtype) -> int:
         if chunk_size is not None:
@@ -229,10 +226,7 @@ class ConditionalPointFlow(Flow):
         fused_whole = (
             self.fused
             and all(fusable for fusable, _ in self._groups)
-            and inputs.dtype == torch.float32
-            and inputs.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu")
-            and fused_available()
+            and kernel_takes(inputs.dtype, inputs.device)
         )
         # The fused kernel's backward pass rebuilds activations itself: it is memory-efficient.
         if self.memory_efficient and not per_point and torch.is_grad_enabled() and not fused_whole:

@@ -32,11 +32,14 @@ import torch
 from nflows.transforms import Transform
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from torch.nn import functional as F
 
-from pcflow.transforms.coupling import PointAffineCoupling, is_plain_affine_coupling
+from pcflow.transforms.coupling import (
+    PointAffineCoupling,
+    film_terms,
+    is_plain_affine_coupling,
+)
 
-__all__ = ["fused_available", "fused_groups", "run_fused"]
+__all__ = ["fused_available", "fused_groups", "kernel_takes", "run_fused"]
 
 _SOURCE = Path(__file__).with_name("_fused_affine.cpp")
 _FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp"]
@@ -91,6 +94,20 @@ def fused_available() -> bool:
     return _load() is not None
 
 
+def kernel_takes(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the kernel takes points of this dtype on this device now.
+
+    Float32 on the CPU, outside autocast (mixed precision asks for the PyTorch path's
+    lower-precision products), with the kernel built and turned on.
+    """
+    return (
+        dtype == torch.float32
+        and device.type == "cpu"
+        and not torch.is_autocast_enabled("cpu")
+        and fused_available()
+    )
+
+
 def _fusable(layer: Transform) -> bool:
     if not is_plain_affine_coupling(layer):
         return False
@@ -116,25 +133,13 @@ def fused_groups(layers: Sequence[Transform]) -> list[tuple[bool, list[Transform
 
 
 def _film(nets: list, context: Tensor | None, batch: int) -> tuple[Tensor, Tensor]:
-    """FiLM scale and folded bias of every layer's hidden layer, each `(L, 2, B, H)`.
-
-    The batched form of `_FiLMNetworks.film` over all layers: one product per kind of weight.
-    """
+    """FiLM scale and folded bias of every layer's hidden layer, each `(L, 2, B, H)`."""
+    if context is not None:
+        return film_terms(nets, context, batch)
     num, hidden = len(nets), nets[0].hidden_features
     hidden_bias = torch.cat([net.hidden_bias for net in nets]).view(num, 2, 1, hidden)
-    if context is None:
-        scale = torch.ones(num, 2, batch, hidden, dtype=hidden_bias.dtype)
-        return scale, hidden_bias.expand(num, 2, batch, hidden)
-    pre = torch.cat([net.film_in(context) for net in nets], dim=1)  # (B, L * 4H)
-    film = F.silu(pre).view(batch, num * 4, hidden).transpose(0, 1)
-    film = torch.baddbmm(
-        torch.cat([net.film_bias for net in nets]),
-        film,
-        torch.cat([net.film_weight for net in nets]),
-    ).view(num, 4, batch, hidden)
-    eps = torch.tensor([net.film_eps for net in nets], dtype=film.dtype).view(num, 1, 1, 1)
-    scale = eps + torch.exp(film[:, :2])
-    return scale, torch.addcmul(film[:, 2:], hidden_bias, scale)
+    scale = torch.ones(num, 2, batch, hidden, dtype=hidden_bias.dtype)
+    return scale, hidden_bias.expand(num, 2, batch, hidden)
 
 
 def _stack(layers: list[PointAffineCoupling], inputs: Tensor, context: Tensor | None):
@@ -209,10 +214,8 @@ def run_fused(
     Returns:
         ``(outputs (B, N, D), logabsdet (B, N))`` or ``None``.
     """
-    if inputs.dtype != torch.float32 or inputs.device.type != "cpu":
+    if not kernel_takes(inputs.dtype, inputs.device):
         return None
-    if torch.is_autocast_enabled("cpu") or _load() is None:
-        return None  # mixed precision asks for the PyTorch path's lower-precision products
     inputs = inputs.contiguous()
     layout, *weights, bound = _stack(layers, inputs, context)
     if any(w.dtype != torch.float32 for w in weights):

@@ -111,12 +111,8 @@ class _FiLMNetworks(nn.Module):
         """
         if self.context_features is None:
             return None
-        k, h = self.num_nets, self.hidden_features
-        film = F.silu(self.film_in(context)).view(batch, 2 * k, h).transpose(0, 1)
-        film = torch.baddbmm(self.film_bias, film, self.film_weight)  # (2k, B, H)
-        scale = self.film_eps + torch.exp(film[:k])  # (k, B, H)
-        # (h W + c) * a + b = (h W) a + (c a + b).
-        return scale, torch.addcmul(film[k:], self.hidden_bias, scale)
+        scale, bias = film_terms([self], context, batch)
+        return scale[0], bias[0]
 
     def prepare(self, inputs: Tensor, context: Tensor | None) -> tuple[Tensor, ...]:
         """Per-layer and per-shape terms: full first/last weights, FiLM-folded hidden layer."""
@@ -206,6 +202,32 @@ class _FiLMNetworks(nn.Module):
     def forward(self, inputs: Tensor, context: Tensor | None) -> Tensor:
         """Network outputs ``(num_nets, B * N, out)`` for points ``(B, N, D)``, in one block."""
         return torch.stack(self.evaluate(self.prepare(inputs, context), inputs, 0))
+
+
+def film_terms(nets: Sequence[_FiLMNetworks], context: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+    """FiLM scale ``a`` and folded bias ``c a + b`` of the hidden layers of ``nets``.
+
+    The networks must all take a context and have the same ``k`` and ``H``; however many there
+    are, each kind of weight takes one product (the fused kernel passes every layer at once).
+
+    Returns:
+        ``(scale, bias)``, each `(len(nets), k, B, H)`.
+    """
+    num, k, h = len(nets), nets[0].num_nets, nets[0].hidden_features
+
+    def cat(tensors: list[Tensor], dim: int = 0) -> Tensor:
+        return tensors[0] if num == 1 else torch.cat(tensors, dim)
+
+    film = F.silu(cat([net.film_in(context) for net in nets], 1))  # (B, L * 2k * H)
+    film = film.view(batch, num * 2 * k, h).transpose(0, 1)
+    film = torch.baddbmm(
+        cat([net.film_bias for net in nets]), film, cat([net.film_weight for net in nets])
+    ).view(num, 2 * k, batch, h)
+    eps = torch.tensor([net.film_eps for net in nets], dtype=film.dtype, device=film.device)
+    scale = eps.view(num, 1, 1, 1) + torch.exp(film[:, :k])
+    hidden_bias = cat([net.hidden_bias for net in nets]).view(num, k, 1, h)
+    # (h W + c) * a + b = (h W) a + (c a + b).
+    return scale, torch.addcmul(film[:, k:], hidden_bias, scale)
 
 
 class PointAffineCoupling(PointTransform):
