@@ -213,7 +213,20 @@ def run_fused(
 
     Returns:
         ``(outputs (B, N, D), logabsdet (B, N))`` or ``None``.
+
+    Raises:
+        ValueError: ``layers`` is not one run the kernel takes, or the points do not have the
+            layers' number of coordinates.
     """
+    groups = fused_groups(layers)
+    if len(groups) != 1 or not groups[0][0]:
+        raise ValueError(
+            "layers must be one run of PointAffineCoupling layers of the same size, with a "
+            "hidden width that is a multiple of 4 (a group from fused_groups)"
+        )
+    features = layers[0].features
+    if inputs.dim() != 3 or inputs.shape[2] != features:
+        raise ValueError(f"inputs must have shape (B, N, {features}), got {tuple(inputs.shape)}")
     if not kernel_takes(inputs.dtype, inputs.device):
         return None
     inputs = inputs.contiguous()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -183,6 +184,10 @@ def test_default_distribution_and_actnorm_in_stack():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None,
+    reason="torch.compile's CPU backend compiles C++ and no C++ compiler is installed",
+)
 @pytest.mark.parametrize("fused", [False, True], ids=["pytorch-path", "fused-kernel"])
 def test_torch_compile_matches_eager(fused):
     # Small on purpose: compilation time grows with the graph (about 20 s for this on 2 cores).
@@ -197,10 +202,7 @@ def test_torch_compile_matches_eager(fused):
         return forward[0], forward[1], backward[0], backward[1]
 
     eager = passes(points, z, noise)
-    try:
-        compiled = torch.compile(passes, dynamic=False)(points, z, noise)
-    except Exception as error:  # a platform without a working compiler toolchain
-        pytest.skip(f"torch.compile is unavailable here: {type(error).__name__}: {error}")
+    compiled = torch.compile(passes, dynamic=False)(points, z, noise)
     for a, b in zip(eager, compiled, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 

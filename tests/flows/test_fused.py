@@ -170,6 +170,17 @@ def test_other_dtypes_and_foreign_layers_take_the_torch_path():
     assert fused.fused_groups(flow.layers) == [(False, flow.layers)]
 
 
+def test_run_fused_names_bad_arguments():
+    layers = [PointAffineCoupling([1, 0, 0], 4, 16), PointAffineCoupling([0, 1, 1], 4, 8)]
+    z = torch.randn(2, 4)
+    with pytest.raises(ValueError, match="one run of PointAffineCoupling layers"):
+        fused.run_fused(layers, torch.randn(2, 5, 3), z, False)
+    with pytest.raises(ValueError, match="one run of PointAffineCoupling layers"):
+        fused.run_fused([], torch.randn(2, 5, 3), z, False)
+    with pytest.raises(ValueError, match=r"inputs must have shape \(B, N, 3\), got \(2, 5, 4\)"):
+        fused.run_fused(layers[:1], torch.randn(2, 5, 4), z, False)
+
+
 def test_non_contiguous_points():
     torch.manual_seed(7)
     layers = [PointAffineCoupling([1, 0, 0], 4, 16), PointAffineCoupling([0, 1, 1], 4, 16)]
