@@ -230,7 +230,23 @@ def film_terms(nets: Sequence[_FiLMNetworks], context: Tensor, batch: int) -> tu
     return scale, torch.addcmul(film[:, k:], hidden_bias, scale)
 
 
-class PointAffineCoupling(PointTransform):
+class _MaskedCoupling(PointTransform):
+    """The part every coupling here shares: its mask, split, and its networks' width.
+
+    Sets ``transformed_features`` and ``identity_features`` (coordinate indices) and
+    ``hidden_features``.
+    """
+
+    def __init__(
+        self, mask: Sequence[int] | Tensor, context_features: int | None, hidden_features: int
+    ) -> None:
+        features = len(torch.as_tensor(mask).reshape(-1))
+        super().__init__(features, context_features)
+        self.transformed_features, self.identity_features = _split_mask(mask, features)
+        self.hidden_features = int(hidden_features)
+
+
+class PointAffineCoupling(_MaskedCoupling):
     """The affine coupling layer of DPF-Nets and FlowGAN, applied to each point of a set.
 
     Coordinates marked by ``mask`` are transformed, ``y = x * exp(s) + t``; the others pass
@@ -279,16 +295,13 @@ class PointAffineCoupling(PointTransform):
         max_log_scale: float = 1.0,
         film_eps: float = 1e-3,
     ) -> None:
-        features = len(torch.as_tensor(mask).reshape(-1))
-        super().__init__(features, context_features)
-        transformed, identity = _split_mask(mask, features)
+        super().__init__(mask, context_features, hidden_features)
         if max_log_scale <= 0:
             raise ValueError(f"max_log_scale must be positive, got {max_log_scale}")
         self.max_log_scale = float(max_log_scale)
-        self.hidden_features = int(hidden_features)
-        self.transformed_features, self.identity_features = transformed, identity
+        transformed, identity = self.transformed_features, self.identity_features
         self.networks = _FiLMNetworks(
-            2, features, identity, len(transformed), transformed, hidden_features,
+            2, self.features, identity, len(transformed), transformed, hidden_features,
             context_features, film_eps,
         )  # fmt: skip
 
@@ -359,7 +372,7 @@ def is_plain_affine_coupling(layer: object) -> bool:
     )
 
 
-class PointSplineCoupling(PointTransform):
+class PointSplineCoupling(_MaskedCoupling):
     """A coupling layer with monotonic rational-quadratic splines, applied to each point.
 
     Coordinates marked by ``mask`` go through a rational-quadratic spline on
@@ -398,19 +411,16 @@ class PointSplineCoupling(PointTransform):
         tail_bound: float = 3.0,
         film_eps: float = 1e-3,
     ) -> None:
-        features = len(torch.as_tensor(mask).reshape(-1))
-        super().__init__(features, context_features)
-        transformed, identity = _split_mask(mask, features)
+        super().__init__(mask, context_features, hidden_features)
         if num_bins < 1 or tail_bound <= 0:
             raise ValueError(
                 f"num_bins must be >= 1 and tail_bound > 0, got {num_bins} and {tail_bound}"
             )
         self.num_bins, self.tail_bound = int(num_bins), float(tail_bound)
-        self.hidden_features = int(hidden_features)
-        self.transformed_features, self.identity_features = transformed, identity
+        transformed, identity = self.transformed_features, self.identity_features
         self.register_buffer("transformed_index", torch.tensor(transformed), persistent=False)
         self.networks = _FiLMNetworks(
-            1, features, identity, len(transformed) * (3 * num_bins - 1), None,
+            1, self.features, identity, len(transformed) * (3 * num_bins - 1), None,
             hidden_features, context_features, film_eps,
         )  # fmt: skip
 
