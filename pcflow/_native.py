@@ -175,7 +175,7 @@ def build(name: str, variant: str, directory: Path | str, quiet: bool = False) -
     if not quiet:
         print(
             f"pcflow: compiling the native kernel {name!r} for {variant} with {compiler} "
-            f"(once, about 10-40 s; cached in {directory})...",
+            f"(once, a few seconds; cached in {directory})...",
             file=sys.stderr,
             flush=True,
         )
