@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from nflows.transforms import Transform
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from pcflow import _native
 from pcflow.transforms.coupling import (
@@ -243,30 +244,13 @@ def _num_checkpoints(num_layers: int, every: int) -> int:
     return (num_layers - 1) // every if every > 0 else 0
 
 
-@torch.library.custom_op("pcflow::affine_couplings", mutates_args=(), device_types="cpu")
-def affine_couplings(
-    inputs: Tensor,
-    layout: Tensor,
-    w1: Tensor,
-    b1: Tensor,
-    wh: Tensor,
-    fs: Tensor,
-    fb: Tensor,
-    wl: Tensor,
-    bl: Tensor,
-    bound: Tensor,
-    inverse: bool,
-    checkpoint_every: int,
+def _forward(
+    inputs: Tensor, layout: Tensor, weights: list[Tensor], inverse: bool, checkpoint_every: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """A stack of couplings on points `(B, N, D)`: outputs, logabsdet `(B, N)`, checkpoints.
-
-    Checkpoints `(C, B, N, D)`, ``C = (L - 1) // checkpoint_every`` (none for 0), are the points
-    the backward pass restarts from.
-    """
     kernel = _load()
     if kernel is None:
         raise RuntimeError(f"pcflow's fused coupling kernel is unavailable: {_failure}")
-    weights = [w.contiguous() for w in (w1, b1, wh, fs, fb, wl, bl, bound)]
+    weights = [w.contiguous() for w in weights]
     inputs, layout = inputs.contiguous(), layout.contiguous()
     _check_operands(inputs, layout, weights)
     batch, num_points, features = inputs.shape
@@ -294,23 +278,9 @@ def affine_couplings(
     return outputs, logabsdet, checkpoints
 
 
-@affine_couplings.register_fake
-def _(inputs, layout, w1, b1, wh, fs, fb, wl, bl, bound, inverse, checkpoint_every):
-    batch, num_points, features = inputs.shape
-    count = _num_checkpoints(layout.shape[0], checkpoint_every)
-    return (
-        torch.empty_like(inputs),
-        inputs.new_empty(batch, num_points),
-        inputs.new_empty(count, batch, num_points, features),
-    )
-
-
-@torch.library.custom_op("pcflow::affine_couplings_backward", mutates_args=(), device_types="cpu")
-def affine_couplings_backward(
-    outputs: Tensor,
-    checkpoints: Tensor,
-    grad_outputs: Tensor,
-    grad_logabsdet: Tensor,
+@torch.library.custom_op("pcflow::affine_couplings", mutates_args=(), device_types="cpu")
+def affine_couplings(
+    inputs: Tensor,
     layout: Tensor,
     w1: Tensor,
     b1: Tensor,
@@ -322,12 +292,40 @@ def affine_couplings_backward(
     bound: Tensor,
     inverse: bool,
     checkpoint_every: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A stack of couplings on points `(B, N, D)`: outputs, logabsdet `(B, N)`, checkpoints.
+
+    Checkpoints `(C, B, N, D)`, ``C = (L - 1) // checkpoint_every`` (none for 0), are the points
+    the backward pass restarts from.
+    """
+    return _forward(inputs, layout, [w1, b1, wh, fs, fb, wl, bl, bound], inverse, checkpoint_every)
+
+
+@affine_couplings.register_fake
+def _(inputs, layout, w1, b1, wh, fs, fb, wl, bl, bound, inverse, checkpoint_every):
+    batch, num_points, features = inputs.shape
+    count = _num_checkpoints(layout.shape[0], checkpoint_every)
+    return (
+        torch.empty_like(inputs),
+        inputs.new_empty(batch, num_points),
+        inputs.new_empty(count, batch, num_points, features),
+    )
+
+
+def _backward_kernel(
+    outputs: Tensor,
+    checkpoints: Tensor,
+    grad_outputs: Tensor,
+    grad_logabsdet: Tensor,
+    layout: Tensor,
+    weights: list[Tensor],
+    inverse: bool,
+    checkpoint_every: int,
 ) -> list[Tensor]:
-    """Gradients of `affine_couplings` in (inputs, w1, b1, wh, fs, fb, wl, bl), from its outputs."""
     kernel = _load()
     if kernel is None:
         raise RuntimeError(f"pcflow's fused coupling kernel is unavailable: {_failure}")
-    weights = [w.contiguous() for w in (w1, b1, wh, fs, fb, wl, bl, bound)]
+    weights = [w.contiguous() for w in weights]
     outputs, layout = outputs.contiguous(), layout.contiguous()
     _check_operands(outputs, layout, weights)
     grad_outputs = grad_outputs.to(torch.float32).contiguous()
@@ -357,6 +355,38 @@ def affine_couplings_backward(
     return grads
 
 
+@torch.library.custom_op("pcflow::affine_couplings_backward", mutates_args=(), device_types="cpu")
+def affine_couplings_backward(
+    outputs: Tensor,
+    checkpoints: Tensor,
+    grad_outputs: Tensor,
+    grad_logabsdet: Tensor,
+    layout: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    wh: Tensor,
+    fs: Tensor,
+    fb: Tensor,
+    wl: Tensor,
+    bl: Tensor,
+    bound: Tensor,
+    inverse: bool,
+    checkpoint_every: int,
+) -> list[Tensor]:
+    """Gradients of `affine_couplings` in (inputs, w1, b1, wh, fs, fb, wl, bl), from its outputs."""
+    weights = [w1, b1, wh, fs, fb, wl, bl, bound]
+    return _backward_kernel(
+        outputs,
+        checkpoints,
+        grad_outputs,
+        grad_logabsdet,
+        layout,
+        weights,
+        inverse,
+        checkpoint_every,
+    )
+
+
 @affine_couplings_backward.register_fake
 def _(outputs, checkpoints, grad_outputs, grad_logabsdet, layout, *weights_and_flags):
     *weights, _bound, _inverse, _every = weights_and_flags
@@ -380,6 +410,39 @@ def _backward(ctx, grad_outputs, grad_logabsdet, _grad_checkpoints):
 
 
 affine_couplings.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerCouplings(torch.autograd.Function):
+    """The same kernels in eager mode, without the dispatcher's first-call cost (which
+    imports torch._dynamo, seconds on a cold start)."""
+
+    @staticmethod
+    def forward(ctx, inputs, layout, inverse, every, *weights):  # type: ignore[override]
+        outputs, logabsdet, checkpoints = _forward(inputs, layout, list(weights), inverse, every)
+        ctx.save_for_backward(outputs, checkpoints, layout, *weights)
+        ctx.inverse, ctx.every = inverse, every
+        ctx.mark_non_differentiable(checkpoints)
+        return outputs, logabsdet, checkpoints
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_outputs, grad_logabsdet, _grad_checkpoints):  # type: ignore[override]
+        outputs, checkpoints, layout, *weights = ctx.saved_tensors
+        grads = _backward_kernel(
+            outputs, checkpoints, grad_outputs, grad_logabsdet, layout, weights, ctx.inverse,
+            ctx.every,
+        )  # fmt: skip
+        # inputs, layout, inverse, every, w1 .. bl, bound
+        return grads[0], None, None, None, *grads[1:], None
+
+
+def couplings(
+    inputs: Tensor, layout: Tensor, weights: Sequence[Tensor], inverse: bool, every: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`affine_couplings` under `torch.compile` and `torch.export`; the same kernels eagerly."""
+    if torch.compiler.is_compiling():
+        return affine_couplings(inputs, layout, *weights, inverse, every)
+    return _EagerCouplings.apply(inputs, layout, inverse, every, *weights)
 
 
 # ----------------------------------------------------------------------------- the layers
@@ -462,5 +525,5 @@ def run_fused(
         inputs.requires_grad or any(w.requires_grad for w in weights)
     )
     every = CHECKPOINT_EVERY if needs_grad else 0
-    outputs, logabsdet, _ = affine_couplings(inputs, layout, *weights, inverse, every)
+    outputs, logabsdet, _ = couplings(inputs, layout, weights, inverse, every)
     return outputs, logabsdet
