@@ -38,10 +38,11 @@ from torch.autograd.function import once_differentiable
 
 from pcflow import _native
 from pcflow.transforms.coupling import (
+    AffineCouplingWeights,
     PointAffineCoupling,
-    film_terms,
     is_plain_affine_coupling,
 )
+from pcflow.transforms.film import film_terms
 
 __all__ = [
     "CHECKPOINT_EVERY",
@@ -446,41 +447,38 @@ def couplings(
 
 
 # ----------------------------------------------------------------------------- the layers
-def _film(nets: list, context: Tensor | None, batch: int) -> tuple[Tensor, Tensor]:
+def _film(
+    weights: list[AffineCouplingWeights], context: Tensor | None, batch: int
+) -> tuple[Tensor, Tensor]:
     """FiLM scale and folded bias of every layer's hidden layer, each `(L, 2, B, H)`."""
-    if context is not None and nets[0].context_features is not None:
-        return film_terms(nets, context, batch)
+    hidden_biases = [w.hidden_bias for w in weights]
+    if context is not None and weights[0].film is not None:
+        return film_terms([w.film for w in weights], hidden_biases, context, batch)
     # Layers without a context: the hidden layer's own bias, no modulation.
-    num, hidden = len(nets), nets[0].hidden_features
-    hidden_bias = torch.cat([net.hidden_bias for net in nets]).view(num, 2, 1, hidden)
+    num, hidden = len(weights), weights[0].hidden_weight.shape[-1]
+    hidden_bias = torch.cat(hidden_biases).view(num, 2, 1, hidden)
     scale = torch.ones(num, 2, batch, hidden, dtype=hidden_bias.dtype)
     return scale, hidden_bias.expand(num, 2, batch, hidden)
 
 
 def _stack(layers: list[PointAffineCoupling], inputs: Tensor, context: Tensor | None):
     """The kernel's operands: layout, weights (as stored, concatenated), FiLM terms, bounds."""
-    batch = inputs.shape[0]
-    nets = [layer.networks for layer in layers]
-    num, hidden = len(nets), nets[0].hidden_features
+    weights = [layer.weights for layer in layers]
+    num, hidden = len(weights), weights[0].hidden_weight.shape[-1]
     layout = torch.tensor(
-        [
-            [len(layer.transformed_features), *layer.transformed_features,
-             *layer.identity_features]
-            for layer in layers
-        ],
-        dtype=torch.int32,
-    )  # fmt: skip
-    scale, bias = _film(nets, context, batch)
+        [[len(w.transformed), *w.transformed, *w.identity] for w in weights], dtype=torch.int32
+    )
+    scale, bias = _film(weights, context, inputs.shape[0])
     return (
         layout,
-        torch.cat([net.first_weight.reshape(-1) for net in nets]),  # per layer (2, ni, H)
-        torch.cat([net.first_bias for net in nets]).view(num, 2, hidden),
-        torch.cat([net.hidden_weight for net in nets]).view(num, 2, hidden, hidden),
+        torch.cat([w.first_weight.reshape(-1) for w in weights]),  # per layer (2, ni, H)
+        torch.cat([w.first_bias for w in weights]).view(num, 2, hidden),
+        torch.cat([w.hidden_weight for w in weights]).view(num, 2, hidden, hidden),
         scale.contiguous(),
         bias.contiguous(),
-        torch.cat([net.last_weight.reshape(-1) for net in nets]),  # per layer (2, H, nt)
-        torch.cat([net.last_bias.reshape(-1) for net in nets]),  # per layer (2, nt)
-        torch.tensor([layer.max_log_scale for layer in layers], dtype=torch.float32),
+        torch.cat([w.last_weight.reshape(-1) for w in weights]),  # per layer (2, H, nt)
+        torch.cat([w.last_bias.reshape(-1) for w in weights]),  # per layer (2, nt)
+        torch.tensor([w.max_log_scale for w in weights], dtype=torch.float32),
     )
 
 

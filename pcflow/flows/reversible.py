@@ -57,6 +57,7 @@ from torch.autograd.function import once_differentiable
 from pcflow._checks import check_context, check_points, check_same_batch
 from pcflow.transforms import PointAffineCoupling, PointTransform
 from pcflow.transforms.coupling import is_plain_affine_coupling
+from pcflow.transforms.eager import affine_map
 
 __all__ = ["memory_efficient_forward", "memory_efficient_inverse"]
 
@@ -104,19 +105,12 @@ def _affine_recompute(layer: PointAffineCoupling, inverse: bool) -> _Recompute:
         network_leaf = outputs.detach().requires_grad_(want_input)
         with torch.enable_grad():
             shift, log_scale = layer.shift_and_log_scale(network_leaf, context)
-        with torch.no_grad():
-            if inverse:  # the layer ran as x = (u - t) exp(-s): u = x exp(s) + t
-                inputs = torch.addcmul(shift, outputs, torch.exp(log_scale))
-            else:  # the layer ran as y = x exp(s) + t: x = (y - t) exp(-s)
-                inputs = (outputs - shift) * torch.exp(-log_scale)
+        with torch.no_grad():  # the layer's input, through the map it did not run
+            inputs, _ = affine_map(outputs, shift, log_scale, inverse=not inverse)
         leaf = inputs.detach().requires_grad_(want_input)
         with torch.enable_grad():
-            if inverse:
-                rebuilt = (leaf - shift) * torch.exp(-log_scale)
-                logabsdet = -log_scale.sum((1, 2))
-            else:
-                rebuilt = torch.addcmul(shift, leaf, torch.exp(log_scale))
-                logabsdet = log_scale.sum((1, 2))
+            rebuilt, logabsdet = affine_map(leaf, shift, log_scale, inverse)
+            logabsdet = logabsdet.sum(1)
         return inputs, [leaf, network_leaf], rebuilt, logabsdet
 
     return recompute

@@ -42,16 +42,16 @@ def naive_affine(layer: PointAffineCoupling, points, z):
     outputs = points.clone()
     logabsdet = torch.zeros(points.shape[0], dtype=points.dtype)
     for b in range(points.shape[0]):
-        film = torch.nn.functional.silu(net.film_in(z[b]))
+        film = torch.nn.functional.silu(net.film.linear(z[b]))
         film = film.view(4, -1)
-        film = torch.stack([film[i] @ net.film_weight[i] + net.film_bias[i, 0] for i in range(4)])
+        film = torch.stack([film[i] @ net.film.weight[i] + net.film.bias[i, 0] for i in range(4)])
         for p in range(points.shape[1]):
             x = points[b, p]
             out = []
             for k in range(2):  # 0: shift network, 1: log-scale network
                 h = torch.relu(x[ident] @ net.first_weight[k] + net.first_bias[k, 0])
                 h = h @ net.hidden_weight[k] + net.hidden_bias[k, 0]
-                h = torch.relu(h * (net.film_eps + torch.exp(film[k])) + film[2 + k])
+                h = torch.relu(h * (net.film.eps + torch.exp(film[k])) + film[2 + k])
                 out.append(h @ net.last_weight[k] + net.last_bias[k, 0])
             shift, raw = out
             log_scale = layer.max_log_scale * raw / (1 + raw.abs())
@@ -246,14 +246,14 @@ def test_bad_masks(cls, mask):
 @pytest.mark.parametrize("cache_bytes", [1, 2 * 8 * 8 * 5, 2 * 8 * 8 * 26])
 def test_cache_blocks_give_same_values(monkeypatch, cache_bytes):
     """Blocks of point slices (small budget) or of several shapes give the unblocked values."""
-    import pcflow.transforms.coupling as coupling
+    import pcflow.transforms.film as film
 
     layer = make_layer("affine", (0, 1, 1))
     points = torch.randn(5, 13, 3, dtype=torch.float64)
     z = torch.randn(5, 5, dtype=torch.float64)
     expected, expected_logabsdet = naive_affine(layer, points, z)
     # The budget is per thread: divide so the blocks are the same with any thread count.
-    monkeypatch.setattr(coupling, "_CACHE_BYTES", max(1, cache_bytes // torch.get_num_threads()))
+    monkeypatch.setattr(film, "_CACHE_BYTES", max(1, cache_bytes // torch.get_num_threads()))
     assert len(layer.networks.chunks(points)) > 1
     outputs, per_point = layer.forward_points(points, z)
     torch.testing.assert_close(outputs, expected, rtol=1e-12, atol=1e-12)
@@ -261,3 +261,27 @@ def test_cache_blocks_give_same_values(monkeypatch, cache_bytes):
     back, back_per_point = layer.inverse_points(outputs, z)
     torch.testing.assert_close(back, points, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(back_per_point, -per_point, rtol=1e-12, atol=1e-12)
+
+
+def test_checkpoints_from_before_the_film_module_still_load():
+    # pcflow 0.1 kept the FiLM weights on the networks (film_in, film_weight, film_bias).
+    layer = make_layer("affine", (1, 0, 0), dtype=torch.float32)
+    old = {}
+    for key, value in layer.state_dict().items():
+        key = key.replace("film.linear.", "film_in.").replace("film.weight", "film_weight")
+        old[key.replace("film.bias", "film_bias")] = value.clone() + 1
+    assert "networks.film_in.weight" in old and "networks.film_weight" in old
+    fresh = PointAffineCoupling((1, 0, 0), context_features=5, hidden_features=8)
+    fresh.load_state_dict(old)  # strict: every old key is mapped, none is left over
+    torch.testing.assert_close(fresh.networks.film.weight, layer.networks.film.weight + 1)
+    torch.testing.assert_close(fresh.networks.film.linear.bias, layer.networks.film.linear.bias + 1)
+
+
+def test_the_layer_exports_its_weights_for_the_engines():
+    layer = make_layer("affine", (0, 1, 1), dtype=torch.float32)
+    weights = layer.weights
+    assert weights.transformed == (1, 2) and weights.identity == (0,)
+    assert weights.first_weight.shape == (2, 1, 8) and weights.last_weight.shape == (2, 8, 2)
+    assert weights.first_weight is layer.networks.first_weight  # views, not copies
+    assert weights.film is layer.networks.film and weights.max_log_scale == layer.max_log_scale
+    assert PointAffineCoupling((1, 0, 0)).weights.film is None
