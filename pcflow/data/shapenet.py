@@ -211,6 +211,13 @@ class ShapeNetR2N2(Dataset):
             import h5py
 
             with h5py.File(self.pointcloud_root, "r") as file:
+                meshes = sorted(key for key in file if key.endswith("_vertices_c"))
+                if meshes:
+                    raise ValueError(
+                        f"{self.pointcloud_root} holds meshes in DPF-Nets' layout (root datasets "
+                        f"{meshes}, ...), not pcflow's /<synset>/<split>/points: read it with "
+                        "pcflow.data.DPFNetsShapeNet"
+                    )
                 group = file.get(f"{synset}/{self.split}")
                 if group is None:
                     if required:

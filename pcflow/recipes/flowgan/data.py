@@ -48,10 +48,19 @@ def build_dataset(
             **options,
         )
     root = Path(data.source)
+    if root.suffix.lower() == ".h5" and root.is_file():
+        # DPF-Nets / FlowGAN HDF5 files (pcflow.data.DPFNetsShapeNet); data.options go to it.
+        from pcflow.data import DPFNetsShapeNet
+
+        if split == "val" and "val" not in DPFNetsShapeNet.parts(root):
+            return []  # type: ignore[return-value]  # All13 has no val part: no validation
+        return DPFNetsShapeNet(
+            root, split, data.categories, data.num_points, sample_seed=sample_seed, **data.options
+        )
     if not root.is_dir():
         raise FileNotFoundError(
-            "data.source must be 'synthetic' or an existing ShapeNet directory, "
-            f"got {data.source!r}"
+            "data.source must be 'synthetic', an existing ShapeNet directory or a DPF-Nets "
+            f".h5 file, got {data.source!r}"
         )
     from pcflow.data import ShapeNetR2N2
 
