@@ -19,7 +19,7 @@ from pcflow.data.camera import (
 )
 from pcflow.data.dpfnets import SHAPENET_CORE55_SYNSETS, DPFNetsShapeNet
 from pcflow.data.pascal3d import PASCAL3D_CLASSES, Pascal3D
-from pcflow.data.shapenet import R2N2_SYNSETS, ShapeNetR2N2, load_image_rgba
+from pcflow.data.shapenet import R2N2_SYNSETS, SORTED_80_20, ShapeNetR2N2, load_image_rgba
 from pcflow.data.synthetic import (
     SyntheticConfig,
     SyntheticShapes,
@@ -42,6 +42,7 @@ __all__ = [
     "PASCAL3D_CLASSES",
     "R2N2_SYNSETS",
     "SHAPENET_CORE55_SYNSETS",
+    "SORTED_80_20",
     "ColorJitter",
     "Compose",
     "DPFNetsShapeNet",

@@ -62,8 +62,10 @@ def build_dataset(
             "data.source must be 'synthetic', an existing ShapeNet directory or a DPF-Nets "
             f".h5 file, got {data.source!r}"
         )
-    from pcflow.data import ShapeNetR2N2
+    from pcflow.data import SORTED_80_20, ShapeNetR2N2
 
+    if split == "val" and data.options.get("splits") == SORTED_80_20:
+        return []  # type: ignore[return-value]  # the paper's split has no val part
     # data.options may name pointcloud_root (PointFlow's PC15k folder or an HDF5 file), views,
     # image_size, normalize; see pcflow.data.ShapeNetR2N2.
     return ShapeNetR2N2(
