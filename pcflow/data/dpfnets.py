@@ -321,7 +321,8 @@ class DPFNetsShapeNet(Dataset):
 
     @staticmethod
     def parts(path: str | os.PathLike) -> list[str]:
-        """The parts (``"train"``, ``"val"``, ``"test"``) a DPF-Nets meshes or images file holds."""
+        """The parts (``"train"``, ``"val"``, ``"test"``) that the meshes file ``path`` (or the
+        meshes file of the images file ``path``) holds."""
         meshes_path, _ = _partner(Path(path))
         with _open(meshes_path, "meshes") as file:
             return [p for p in _PARTS if all(f"{p}_{k}" in file for k in _MESH_KEYS)]
