@@ -393,6 +393,11 @@ class DPFNetsShapeNet(Dataset):
         view = self.views[view_position]
         vertices, faces = self.mesh(model)
         mesh = trimesh.Trimesh(vertices.astype(np.float64), faces, process=False)
+        if not mesh.area > 0:
+            raise ValueError(
+                f"{self.meshes_path}: {self.split} model {row}'s faces have no area: no surface "
+                "to sample"
+            )
         generator = None
         if self.sample_seed is not None:
             generator = torch.Generator().manual_seed(self.sample_seed * 1_000_003 + index)

@@ -403,7 +403,12 @@ def test_mismatched_truncated_and_empty_files(tmp_path: Path) -> None:
         file.create_dataset("test_labels", (0,), np.uint8)
     with pytest.raises(ValueError, match=r"part 'test' is empty"):
         DPFNetsShapeNet(tmp_path / "empty_meshes.h5", "test")
-    assert len(DPFNetsShapeNet(tmp_path / "empty_meshes.h5", "train", views=[0])) == 4
+    data = DPFNetsShapeNet(tmp_path / "empty_meshes.h5", "train", views=[0])
+    assert len(data) == 4
+    with h5py.File(tmp_path / "empty_meshes.h5", "a") as file:  # a mesh squashed to a point
+        file["train_vertices_c"][: file["train_vertices_c_bounds"][1]] = 0.0
+    with pytest.raises(ValueError, match=r"train model 0's faces have no area"):
+        DPFNetsShapeNet(tmp_path / "empty_meshes.h5", "train", views=[0])[0]
     with h5py.File(tmp_path / "short_meshes.h5", "w") as file:
         write_meshes(file, "train", parts["train"], [label_of[CHAIR]] * 4)
         del file["train_faces_vc"]
@@ -413,6 +418,23 @@ def test_mismatched_truncated_and_empty_files(tmp_path: Path) -> None:
         ValueError, match=r"faces_vc's bounds must rise from 0 to its \d+ rows.*truncated"
     ):
         DPFNetsShapeNet(tmp_path / "short_meshes.h5", "train")
+
+
+def test_flowgan_builds_its_datasets_from_the_files(all13, core55) -> None:
+    from pcflow.recipes.flowgan import FlowGANConfig, build_dataset
+
+    folder, _ = all13
+    config = FlowGANConfig.preset("tiny").with_overrides(
+        [f"data.source={folder / 'ShapeNetAll13_meshes.h5'}", "data.categories=[chair]"]
+    )
+    train = build_dataset(config, "train")
+    assert isinstance(train, DPFNetsShapeNet) and len(train) == 4 * VIEWS
+    assert train.categories == ["chair"] and train[0]["points"].shape == (64, 3)
+    assert len(build_dataset(config, "val")) == 0  # All13 has no val part: no validation
+    evaluation = build_dataset(config, "test", evaluation=True)
+    assert torch.equal(evaluation[3]["points"], evaluation[3]["points"])  # seeded
+    config = config.with_overrides([f"data.source={core55[0]}", "data.options.views=[2]"])
+    assert len(build_dataset(config, "val")) == 1
 
 
 def _run(script: str, *arguments: str) -> None:
