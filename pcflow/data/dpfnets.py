@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pcflow.data.camera import R2N2_MAX_CAMERA_DISTANCE, r2n2_camera
-from pcflow.data.shapenet import R2N2_SYNSETS
+from pcflow.data.shapenet import R2N2_SYNSETS, _read_metadata
 from pcflow.data.transforms import Resize
 
 __all__ = ["SHAPENET_CORE55_SYNSETS", "DPFNetsShapeNet"]
@@ -120,7 +120,11 @@ class DPFNetsShapeNet(Dataset):
     ``model.cloud_scale``), or go back to ShapeNet's frame with ``original_scale``.
 
     Images are returned as pcflow's samples hold them, RGB composited on white, with the alpha
-    channel as ``"mask"``; the files store no cameras, so these samples have no ``"camera"``.
+    channel as ``"mask"``. The files store no cameras, so these samples have no ``"camera"``,
+    unless ``rendering_root`` names the 3D-R2N2 renderings the files were made from: each
+    synset's model folders there, sorted and split as the preprocessing split them, give every
+    row its model id and each view its camera (from ``rendering_metadata.txt``, in the frame of
+    the returned points).
     A meshes file without images (ShapeNetCore55) is rendered instead: view ``v`` is
     :func:`pcflow.data.render_mesh` from 3D-R2N2's camera at azimuth ``15 v`` degrees and
     elevation 25 degrees (30 for odd views) around the unit-radius mesh, and the sample holds
@@ -142,6 +146,15 @@ class DPFNetsShapeNet(Dataset):
         transform: Optional callable on each sample dict.
         sample_seed: Makes point samples depend only on ``(sample_seed, index)``; ``None`` draws
             from torch's global generator.
+        rendering_root: ``ShapeNetRendering`` (or its parent) of 3D-R2N2, for model ids and
+            cameras of the ``train``/``test`` parts of images files (see above).
+
+    References:
+        Klokov, Boyer, Verbeek. "Discrete Point Flow Networks for Efficient Point Cloud
+        Generation." ECCV 2020 (the files' layout, from its preprocessing code).
+
+        Wei, Vosselman, Yang. "Flow-based GAN for 3D Point Cloud Generation from a Single
+        Image." BMVC 2022 (trains on the same files).
 
     Example:
         >>> data = DPFNetsShapeNet("ShapeNetAll13_meshes.h5", "train", ["chair"])  # doctest: +SKIP
@@ -164,6 +177,7 @@ class DPFNetsShapeNet(Dataset):
         label_synsets: Sequence[str] | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         sample_seed: int | None = None,
+        rendering_root: str | os.PathLike | None = None,
     ) -> None:
         path = Path(path)
         if not path.is_file():
@@ -182,6 +196,12 @@ class DPFNetsShapeNet(Dataset):
         self.meshes_path, self.images_path = meshes_path, images_path
         self.split, self.num_points = split, int(num_points)
         self.original_scale, self.render_size = bool(original_scale), int(render_size)
+        self.rendering_root = None if rendering_root is None else Path(rendering_root)
+        if self.rendering_root is not None and images_path is None:
+            raise ValueError(
+                f"rendering_root gives the cameras of the images files; {meshes_path} has none "
+                "(its samples are rendered, with their cameras)"
+            )
         self.resize = Resize(image_size) if image_size is not None else None
         self.transform, self.sample_seed = transform, sample_seed
 
@@ -223,6 +243,35 @@ class DPFNetsShapeNet(Dataset):
         ]
         self._meshes_file: Any = None
         self._images_file: Any = None
+        self._rendered_models: list[Path] | None = None
+        if self.rendering_root is not None:
+            self._rendered_models = self._match_renderings(labels, all_synsets)
+
+    def _match_renderings(self, labels: np.ndarray, synsets: dict[int, str]) -> list[Path]:
+        """The rendering folder of each row of the part: DPF-Nets' sorted 80/20 split."""
+        root = self.rendering_root
+        if (root / "ShapeNetRendering").is_dir():
+            root = root / "ShapeNetRendering"
+        if self.split not in ("train", "test"):
+            raise ValueError(f"rendering_root needs the 'train' or 'test' part, not {self.split!r}")
+        folders = []
+        for synset in sorted(set(synsets[label] for label in labels.tolist())):
+            rows = [r for r, label in enumerate(labels.tolist()) if synsets[label] == synset]
+            if rows != list(range(len(folders), len(folders) + len(rows))):
+                raise ValueError(f"{self.meshes_path}: the rows of {synset} are not contiguous")
+            if not (root / synset).is_dir():
+                raise FileNotFoundError(f"rendering folder {root / synset} does not exist")
+            models = sorted(p for p in (root / synset).iterdir() if p.is_dir())
+            cut = int(0.8 * len(models))
+            part = models[:cut] if self.split == "train" else models[cut:]
+            if len(part) != len(rows):
+                raise ValueError(
+                    f"{root / synset} holds {len(models)} models, whose sorted 80/20 split gives "
+                    f"{len(part)} {self.split} models, but {self.meshes_path.name} has "
+                    f"{len(rows)}: not the renderings this file was made from"
+                )
+            folders += part
+        return folders
 
     def _read_meshes_index(self, file: Any, path: Path) -> np.ndarray:
         keys = sorted(file.keys())
@@ -260,12 +309,13 @@ class DPFNetsShapeNet(Dataset):
                     f"{where}: {part}_{name}'s bounds must rise from 0 to its {stored} rows, got "
                     f"{bounds[0]} .. {bounds[-1]}: the file is truncated or not written in one run"
                 )
-        if self.original_scale:
+        if self.original_scale or self.rendering_root is not None:
             for key, shape in (("orig_c", (count, 3)), ("orig_s", (count,))):
                 if f"{part}_{key}" not in file or file[f"{part}_{key}"].shape != shape:
                     found = file[f"{part}_{key}"].shape if f"{part}_{key}" in file else "missing"
                     raise ValueError(
-                        f"{where}: original_scale needs {part}_{key} of shape {shape}, got {found}"
+                        f"{where}: original_scale and rendering_root need {part}_{key} of shape "
+                        f"{shape}, got {found}"
                     )
             self._centers = np.asarray(file[f"{part}_orig_c"][()], dtype=np.float32)
             self._scales = np.asarray(file[f"{part}_orig_s"][()], dtype=np.float32)
@@ -406,8 +456,12 @@ class DPFNetsShapeNet(Dataset):
             mesh, 2 * self.num_points, seed=np.random.default_rng(seed)
         )
         camera = None
+        model_id = f"{self.split}/{row}"
         if self.images_path is not None:
             image, mask = self._image(row, view)
+            if self._rendered_models is not None:
+                camera = self._rendering_camera(row, view, image.shape[-1])
+                model_id = self._rendered_models[row].name
         else:
             from pcflow.data.synthetic import render_mesh
 
@@ -420,8 +474,9 @@ class DPFNetsShapeNet(Dataset):
             center = self._centers[row].astype(np.float64)
             scale = float(self._scales[row])
             points = points * scale + center
-            if camera is not None:
-                # x_cam = R (p - c) / s + t, i.e. s x_cam = R p + (s t - R c): same pixels.
+            if camera is not None and self.images_path is None:
+                # Rendered around the stored mesh, v = (p - c) / s: x_cam = R v + t, i.e.
+                # s x_cam = R p + (s t - R c), the same pixels.
                 extrinsics = camera["extrinsics"].copy()
                 extrinsics[:, 3] = scale * extrinsics[:, 3] - extrinsics[:, :3] @ center
                 camera["extrinsics"] = extrinsics
@@ -433,7 +488,7 @@ class DPFNetsShapeNet(Dataset):
             "points_target": points[self.num_points :],
             "category": category,
             "category_name": self.categories[category],
-            "model_id": f"{self.split}/{row}",
+            "model_id": model_id,
             "view": view,
         }
         if camera is not None:
@@ -443,6 +498,19 @@ class DPFNetsShapeNet(Dataset):
         if self.transform is not None:
             sample = self.transform(sample)
         return sample
+
+    def _rendering_camera(self, row: int, view: int, size: int) -> dict[str, np.ndarray]:
+        folder = self._rendered_models[row] / "rendering"  # type: ignore[index]
+        metadata = _read_metadata(folder / "rendering_metadata.txt")
+        if view >= len(metadata):
+            raise ValueError(f"{folder / 'rendering_metadata.txt'} has no line for view {view}")
+        azimuth, elevation, _, distance, _ = metadata[view]
+        intrinsics, extrinsics = r2n2_camera(azimuth, elevation, distance, size)
+        if not self.original_scale:
+            # The camera sees ShapeNet's frame p = s v + c: x_cam = s (R v + (R c + t) / s).
+            center, scale = self._centers[row].astype(np.float64), float(self._scales[row])
+            extrinsics[:, 3] = (extrinsics[:, :3] @ center + extrinsics[:, 3]) / scale
+        return {"intrinsics": intrinsics, "extrinsics": extrinsics}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,11 @@ def all13(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, lis
     parts = all13_parts(models)
     label_of = {s: i for i, s in enumerate(sorted(R2N2_SYNSETS))}
     write_pair(folder, "ShapeNetAll13", parts, label_of)
+    for model in models:  # the renderings' folders and cameras the file was made from
+        rendering = folder / "ShapeNetRendering" / model.synset / model.name / "rendering"
+        rendering.mkdir(parents=True)
+        lines = [f"{a} {e} 0 {d} 25" for a, e, d in model.cameras]
+        (rendering / "rendering_metadata.txt").write_text("\n".join(lines) + "\n")
     return folder, parts
 
 
@@ -234,6 +240,29 @@ def test_each_view_pairs_with_its_own_model(all13) -> None:
             1 - _inside(sample, model, v) + _uncovered(sample, model, v) for v in range(VIEWS)
         ]
         assert mismatch[view] < min(m for v, m in enumerate(mismatch) if v != view)
+
+
+def test_rendering_root_gives_model_ids_and_cameras(all13, tmp_path: Path) -> None:
+    folder, parts = all13
+    meshes = folder / "ShapeNetAll13_meshes.h5"
+    for original_scale in (False, True):
+        data = DPFNetsShapeNet(meshes, "test", num_points=500, rendering_root=folder,
+                               original_scale=original_scale, sample_seed=0)  # fmt: skip
+        for index in range(0, len(data), 5):
+            sample = data[index]
+            assert sample["model_id"] == parts["test"][index // VIEWS].name
+            assert _in_mask(sample["points"], sample["mask"], **sample["camera"]) == 1.0
+    resized = DPFNetsShapeNet(meshes, "train", ["chair"], 500, views=[4], image_size=64,
+                              rendering_root=folder / "ShapeNetRendering")  # fmt: skip
+    assert [resized[i]["model_id"] for i in range(4)] == ["a1", "b2", "c3", "d4"]
+    sample = resized[2]
+    pixels, _ = project_points(sample["points"], **sample["camera"])
+    assert float(pixels.min()) >= 0 and float(pixels.max()) <= 64
+    # Renderings of another set of models are refused, not paired by position.
+    shutil.copytree(folder / "ShapeNetRendering", tmp_path / "ShapeNetRendering")
+    shutil.rmtree(tmp_path / "ShapeNetRendering" / CHAIR / "e5")
+    with pytest.raises(ValueError, match=r"4 models, whose sorted 80/20 split gives 3 train"):
+        DPFNetsShapeNet(meshes, "train", rendering_root=tmp_path)
 
 
 def test_images_match_the_renderings(all13, tmp_path: Path) -> None:
@@ -368,6 +397,8 @@ def test_foreign_layouts_are_named(tmp_path: Path, core55) -> None:
         DPFNetsShapeNet(path, "train", ["dragon"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DPFNetsShapeNet(tmp_path / "missing_meshes.h5")
+    with pytest.raises(ValueError, match="rendering_root gives the cameras of the images files"):
+        DPFNetsShapeNet(path, rendering_root=tmp_path)
 
 
 def test_mismatched_truncated_and_empty_files(tmp_path: Path) -> None:
