@@ -95,15 +95,20 @@ def _rendering(model: Model, view: int) -> np.ndarray:
     return render_mesh(model.mesh, intrinsics, extrinsics, SIZE, supersample=1)
 
 
+def _bounds(arrays: list[np.ndarray]) -> np.ndarray:
+    """Offsets ``(M + 1,)`` of arrays stored one after the other."""
+    return np.concatenate([[0], np.cumsum([len(a) for a in arrays])])
+
+
 def write_meshes(file: h5py.File, part: str, models: list[Model], labels: list[int]) -> None:
+    """One part of a DPF-Nets meshes file, as its preprocessing writes it."""
     normalised = [_normalised(m.mesh) for m in models]
     vertices = [v.astype(np.float32) for v, _, _ in normalised]
     faces = [np.asarray(m.mesh.faces, dtype=np.uint32) for m in models]
-    bounds = lambda arrays: np.concatenate([[0], np.cumsum([len(a) for a in arrays])])  # noqa: E731
     file.create_dataset(f"{part}_vertices_c", data=np.concatenate(vertices), dtype=np.float32)
     file.create_dataset(f"{part}_faces_vc", data=np.concatenate(faces), dtype=np.uint32)
-    file.create_dataset(f"{part}_vertices_c_bounds", data=bounds(vertices), dtype=np.uint64)
-    file.create_dataset(f"{part}_faces_bounds", data=bounds(faces), dtype=np.uint64)
+    file.create_dataset(f"{part}_vertices_c_bounds", data=_bounds(vertices), dtype=np.uint64)
+    file.create_dataset(f"{part}_faces_bounds", data=_bounds(faces), dtype=np.uint64)
     file.create_dataset(f"{part}_orig_c", data=[c for _, c, _ in normalised], dtype=np.float32)
     file.create_dataset(f"{part}_orig_s", data=[s for _, _, s in normalised], dtype=np.float32)
     low = np.array([v.min(0) for v in vertices])
@@ -114,6 +119,7 @@ def write_meshes(file: h5py.File, part: str, models: list[Model], labels: list[i
 
 
 def write_images(file: h5py.File, part: str, models: list[Model], labels: list[int]) -> None:
+    """One part of a DPF-Nets images file: 24 renderings per model, BGRA, channel-first."""
     images = file.create_dataset(f"{part}_images", (VIEWS * len(models), 4, SIZE, SIZE), np.uint8)
     for m, model in enumerate(models):
         for view in range(VIEWS):
