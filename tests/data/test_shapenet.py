@@ -253,3 +253,17 @@ def test_pytorch3d_splits_json_and_the_sorted_split(root: Path, tmp_path: Path) 
         ShapeNetR2N2(root, root, "train", splits=splits)
     with pytest.raises(FileNotFoundError, match="splits must be None, 'sorted_80_20' or"):
         ShapeNetR2N2(root, root, "train", splits=tmp_path / "missing.json")
+
+
+def test_flowgan_trains_on_the_sorted_split_without_validation(root: Path) -> None:
+    from pcflow.recipes.flowgan import FlowGANConfig, build_dataset
+
+    config = FlowGANConfig.preset("tiny").with_overrides(
+        [f"data.source={root}", f"data.options.mesh_root={root / 'ShapeNetCore.v1'}",
+         "data.options.views=[0, 1]", "data.categories=[chair]"]
+    )  # fmt: skip
+    assert [len(build_dataset(config, split)) for split in ("train", "val", "test")] == [4, 0, 2]
+    config = config.with_overrides(["data.options.splits=sorted_80_20"])
+    del config.data.options["mesh_root"]
+    config.data.options["pointcloud_root"] = str(root)
+    assert [len(build_dataset(config, split)) for split in ("train", "val", "test")] == [4, 0, 2]

@@ -64,7 +64,8 @@ def build_dataset(
         )
     from pcflow.data import SORTED_80_20, ShapeNetR2N2
 
-    if split == "val" and data.options.get("splits") == SORTED_80_20:
+    splits = data.options.get("splits", SORTED_80_20 if data.options.get("mesh_root") else None)
+    if split == "val" and splits == SORTED_80_20:
         return []  # type: ignore[return-value]  # the paper's split has no val part
     # data.options may name pointcloud_root (PointFlow's PC15k folder or an HDF5 file), views,
     # image_size, normalize; see pcflow.data.ShapeNetR2N2.
