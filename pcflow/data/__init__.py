@@ -4,7 +4,8 @@ Every dataset returns the same sample: a dict with ``"image"`` float32 ``(3, H, 
 [0, 1] on white, ``"mask"`` float32 ``(1, H, W)``, ``"points"`` and ``"points_target"`` float32
 ``(num_points, 3)``, ``"category"`` int, ``"category_name"`` str, ``"model_id"`` str, ``"view"``
 int and ``"camera"`` (``"intrinsics"`` ``(3, 3)``, ``"extrinsics"`` ``(3, 4)`` world-to-camera,
-OpenCV convention; see :mod:`pcflow.data.camera`).
+OpenCV convention; see :mod:`pcflow.data.camera`), except where the data stores no camera
+(the renderings in DPF-Nets' HDF5 files, `DPFNetsShapeNet`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pcflow.data.camera import (
     project_points,
     r2n2_camera,
 )
+from pcflow.data.dpfnets import SHAPENET_CORE55_SYNSETS, DPFNetsShapeNet
 from pcflow.data.pascal3d import PASCAL3D_CLASSES, Pascal3D
-from pcflow.data.shapenet import R2N2_SYNSETS, ShapeNetR2N2, load_image_rgba
+from pcflow.data.shapenet import R2N2_SYNSETS, SORTED_80_20, ShapeNetR2N2, load_image_rgba
 from pcflow.data.synthetic import (
     SyntheticConfig,
     SyntheticShapes,
@@ -39,8 +41,11 @@ from pcflow.data.transforms import (
 __all__ = [
     "PASCAL3D_CLASSES",
     "R2N2_SYNSETS",
+    "SHAPENET_CORE55_SYNSETS",
+    "SORTED_80_20",
     "ColorJitter",
     "Compose",
+    "DPFNetsShapeNet",
     "NormalizePoints",
     "Pascal3D",
     "RandomBackground",

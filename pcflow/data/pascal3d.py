@@ -25,6 +25,8 @@ PASCAL3D_CLASSES = (
 )  # fmt: skip
 """The 12 rigid PASCAL VOC classes annotated in PASCAL3D+."""
 
+_VOC_MAIN = Path("PASCAL/VOCdevkit/VOC2012/ImageSets/Main")
+
 
 def _loadmat(path: Path) -> dict[str, Any]:
     import scipy.io
@@ -51,8 +53,13 @@ class Pascal3D(Dataset):
     ``[x1 y1 x2 y2]`` 1-based, ``viewpoint`` with ``azimuth``, ``elevation``, ``distance``,
     ``focal``, ``px``, ``py``, ``theta``, ``viewport``, and ``cad_index``), with CAD models from
     ``CAD/<class>.mat`` (a struct array named after the class with ``vertices`` and 1-based
-    ``faces``). The split's image ids come from ``Image_sets/<class>_<subset>_<split>.txt``;
-    without that file, the sorted ids are split 80 % train / 20 % val (the paper's rule).
+    ``faces``). The split's image ids come from ``Image_sets/<class>_imagenet_<split>.txt`` for
+    the ``imagenet`` subset and, for the ``pascal`` subset, from PASCAL VOC's lists
+    ``PASCAL/VOCdevkit/VOC2012/ImageSets/Main/<split>.txt`` (the images of the list that have an
+    annotation of the class); without its list file, the sorted ids of an ``imagenet`` class
+    are split 80 % train / 20 % val (the paper's rule), and the ``pascal`` subset is an error.
+    ``pascal`` images are read from ``Images/<class>_pascal/`` or, failing that, VOC's
+    ``JPEGImages/``.
     Objects without a viewpoint annotation (``distance == 0``) are skipped.
 
     Each object is cropped to a square around its bounding box (side ``(1 + margin)`` times the
@@ -144,6 +151,15 @@ class Pascal3D(Dataset):
             )
 
     def _split_ids(self, name: str, annotations: Path) -> list[str]:
+        if self.subset == "pascal":
+            listing = self.root / _VOC_MAIN / f"{self.split}.txt"
+            if not listing.is_file():
+                raise FileNotFoundError(
+                    f"the pascal subset's {self.split!r} split is PASCAL VOC's list {listing}, "
+                    "which does not exist (splits: 'train', 'val')"
+                )
+            ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+            return [i for i in ids if (annotations / f"{i}.mat").is_file()]
         listing = self.root / "Image_sets" / f"{name}_{self.subset}_{self.split}.txt"
         if listing.is_file():
             return [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
@@ -157,9 +173,13 @@ class Pascal3D(Dataset):
 
     def _image_path(self, name: str, image_id: str) -> Path:
         folder = self.root / "Images" / f"{name}_{self.subset}"
-        for suffix in (".JPEG", ".jpg", ".jpeg", ".png"):
-            if (folder / f"{image_id}{suffix}").is_file():
-                return folder / f"{image_id}{suffix}"
+        folders = [folder]
+        if self.subset == "pascal":
+            folders.append(self.root / _VOC_MAIN.parent.parent / "JPEGImages")
+        for candidate in folders:
+            for suffix in (".JPEG", ".jpg", ".jpeg", ".png"):
+                if (candidate / f"{image_id}{suffix}").is_file():
+                    return candidate / f"{image_id}{suffix}"
         raise FileNotFoundError(
             f"PASCAL3D+ image {folder / image_id}.JPEG (or .jpg) does not exist"
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from torch.utils.data import Dataset
 from pcflow.data.camera import r2n2_camera
 from pcflow.data.transforms import NormalizePoints, Resize
 
-__all__ = ["R2N2_SYNSETS", "ShapeNetR2N2", "load_image_rgba"]
+__all__ = ["R2N2_SYNSETS", "SORTED_80_20", "ShapeNetR2N2", "load_image_rgba"]
 
 R2N2_SYNSETS = {
     "02691156": "airplane",
@@ -36,6 +38,10 @@ R2N2_SYNSETS = {
 """The 13 ShapeNet categories of 3D-R2N2 (and FlowGAN), synset id to name."""
 
 _NAME_TO_SYNSET = {name: synset for synset, name in R2N2_SYNSETS.items()}
+
+SORTED_80_20 = "sorted_80_20"
+"""`ShapeNetR2N2`'s ``splits`` for FlowGAN's and DPF-Nets' split: each synset's rendered models
+sorted by name, the first ``int(0.8 n)`` in ``"train"`` and the rest in ``"test"``."""
 
 
 def load_image_rgba(path: str | os.PathLike) -> tuple[Tensor, Tensor]:
@@ -119,6 +125,16 @@ class ShapeNetR2N2(Dataset):
     listing them; a dataset with no pairs at all is an error. Images that fail to decode raise
     an error naming the file when loaded.
 
+    With ``mesh_root`` (ShapeNetCore v1, ``<synset>/<model>/model.obj``, the meshes 3D-R2N2
+    rendered), clouds are instead sampled area-uniformly on each model's mesh (``mesh_points``
+    points, seeded by the model, then subsets per sample), in exactly the frame of the cameras.
+
+    ``splits`` chooses the models (and views) of ``split``: ``None`` takes the point-cloud
+    data's own split folders or groups; `SORTED_80_20` (``"sorted_80_20"``) is FlowGAN's and
+    DPF-Nets' split of the rendered models (see `SORTED_80_20`); a path names PyTorch3D's
+    splits JSON, ``{split: {synset: {model: [view indices]}}}``, which selects models and views
+    (3D-R2N2's standard splits put a few models' views in two splits).
+
     Points are normalised per shape (``normalize``, default the paper's unit sphere around the
     centroid) from the whole stored cloud before subsampling, and the camera is updated to match.
     The camera assumes the cloud lives in the frame of the mesh 3D-R2N2 rendered (ShapeNet's
@@ -129,7 +145,8 @@ class ShapeNetR2N2(Dataset):
         rendering_root: ``ShapeNetRendering`` or its parent folder.
         pointcloud_root: ``ShapeNetCore.v2.PC15k`` (or its parent), or an ``.h5``/``.hdf5`` file;
             ``None`` looks next to the renderings (both folders under ``rendering_root``).
-        split: ``"train"``, ``"val"`` or ``"test"`` (as named in the point-cloud data).
+        split: ``"train"``, ``"val"`` or ``"test"`` (as named in the point-cloud data or
+            ``splits``).
         categories: Synset ids or names (``"chair"``); ``None`` for all of ``R2N2_SYNSETS``
             present.
         num_points: Points in ``points`` and ``points_target`` (disjoint random subsets when the
@@ -139,6 +156,10 @@ class ShapeNetR2N2(Dataset):
         normalize: ``"unit_sphere"``, ``"unit_diagonal"`` or ``None`` (as stored).
         transform: Optional callable on each sample dict.
         sample_seed: Makes point subsets depend only on ``(sample_seed, index)``.
+        mesh_root: ShapeNetCore v1 folder to sample clouds from, instead of ``pointcloud_root``.
+        mesh_points: Points sampled on each mesh (with ``mesh_root``).
+        splits: ``None``, `SORTED_80_20` or the path of PyTorch3D's splits JSON (see above);
+            `SORTED_80_20` when ``None`` with ``mesh_root``.
     """
 
     def __init__(
@@ -154,7 +175,17 @@ class ShapeNetR2N2(Dataset):
         normalize: str | None = "unit_sphere",
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         sample_seed: int | None = None,
+        mesh_root: str | os.PathLike | None = None,
+        mesh_points: int = 15_000,
+        splits: str | os.PathLike | None = None,
     ) -> None:
+        if mesh_root is not None:
+            if pointcloud_root is not None:
+                raise ValueError("give pointcloud_root or mesh_root, not both")
+            pointcloud_root = mesh_root
+            splits = SORTED_80_20 if splits is None else splits  # meshes have no split folders
+            if not Path(mesh_root).is_dir():
+                raise FileNotFoundError(f"mesh_root {mesh_root} is not a directory")
         if pointcloud_root is None:
             pointcloud_root = rendering_root
         rendering_root, pointcloud_root = Path(rendering_root), Path(pointcloud_root)
@@ -174,7 +205,9 @@ class ShapeNetR2N2(Dataset):
         self.normalize = NormalizePoints(normalize) if normalize is not None else None
         self.resize = Resize(image_size) if image_size is not None else None
         self.transform, self.sample_seed = transform, sample_seed
-        self._hdf5 = pointcloud_root.suffix.lower() in (".h5", ".hdf5")
+        self._meshes, self.mesh_points = mesh_root is not None, int(mesh_points)
+        self._hdf5 = not self._meshes and pointcloud_root.suffix.lower() in (".h5", ".hdf5")
+        chosen = self._split_models(splits, split, rendering_root)
         if categories is None:
             synsets = sorted(R2N2_SYNSETS)
         else:
@@ -182,9 +215,18 @@ class ShapeNetR2N2(Dataset):
         self.synsets = synsets
         self.categories = [R2N2_SYNSETS.get(s, s) for s in synsets]
         self._models: list[tuple[int, str, Any]] = []  # (category index, model id, cloud source)
+        self._items: list[tuple[int, int]] = []  # (position in _models, view)
         skipped: list[str] = []
         for index, synset in enumerate(synsets):
-            for model_id, source in self._clouds(synset, categories is not None):
+            if chosen is None:
+                pairs = self._clouds(synset, categories is not None)
+                model_views: dict[str, list[int]] = {}
+            else:
+                if categories is not None and synset not in chosen:
+                    raise FileNotFoundError(f"splits {splits} hold no {split!r} models of {synset}")
+                model_views = chosen.get(synset, {})
+                pairs = [(m, self._find_cloud(synset, m)) for m in model_views]
+            for model_id, source in pairs:
                 if not (rendering_root / synset / model_id / "rendering").is_dir():
                     skipped.append(f"{synset}/{model_id} (no rendering folder)")
                     continue
@@ -192,13 +234,16 @@ class ShapeNetR2N2(Dataset):
                 if problem:
                     skipped.append(f"{synset}/{model_id} ({problem})")
                     continue
+                wanted = model_views.get(model_id) or self.views
+                model_views_kept = [v for v in wanted if v in self.views]
+                self._items += [(len(self._models), v) for v in model_views_kept]
                 self._models.append((index, model_id, source))
         if skipped:
             shown = "; ".join(skipped[:10]) + (
                 f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
             )
             warnings.warn(f"ShapeNetR2N2 skipped {len(skipped)} models: {shown}", stacklevel=2)
-        if not self._models:
+        if not self._items:
             raise FileNotFoundError(
                 f"no (rendering, point cloud) pairs for split {split!r} and synsets {synsets} "
                 f"under "
@@ -206,11 +251,75 @@ class ShapeNetR2N2(Dataset):
             )
         self._file = None
 
+    @staticmethod
+    def _split_models(
+        splits: str | os.PathLike | None, split: str, rendering_root: Path
+    ) -> dict[str, dict[str, list[int]]] | None:
+        """``{synset: {model: views}}`` of ``split`` (empty views: all), or ``None``."""
+        if splits is None:
+            return None
+        if isinstance(splits, str) and splits == SORTED_80_20:
+            if split not in ("train", "test"):
+                raise ValueError(f"the {SORTED_80_20} split has 'train' and 'test', got {split!r}")
+            chosen = {}
+            for folder in sorted(p for p in rendering_root.iterdir() if p.is_dir()):
+                models = sorted(p.name for p in folder.iterdir() if p.is_dir())
+                cut = int(0.8 * len(models))
+                kept = models[:cut] if split == "train" else models[cut:]
+                chosen[folder.name] = {model: [] for model in kept}
+            return chosen
+        path = Path(splits)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"splits must be None, {SORTED_80_20!r} or a splits JSON file; {path} does not "
+                "exist"
+            )
+        try:
+            table = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"splits file {path} is not JSON: {error}") from error
+        if not isinstance(table, dict) or split not in table:
+            found = sorted(table) if isinstance(table, dict) else type(table).__name__
+            raise ValueError(
+                f"splits file {path} must map split names to {{synset: {{model: [views]}}}}; "
+                f"it has no {split!r} (found {found})"
+            )
+        chosen = {}
+        for synset, models in table[split].items():
+            if not isinstance(models, dict) or not all(
+                isinstance(v, list) and all(isinstance(i, int) for i in v) for v in models.values()
+            ):
+                raise ValueError(
+                    f"splits file {path}: {split}/{synset} must map model ids to lists of view "
+                    "indices"
+                )
+            chosen[synset] = {model: list(views) for model, views in models.items()}
+        return chosen
+
+    def _find_cloud(self, synset: str, model_id: str) -> Any:
+        """The cloud source of a model chosen by ``splits`` (a mesh, or a PC15k file)."""
+        if self._meshes:
+            return ("mesh", self.pointcloud_root / synset / model_id / "model.obj")
+        if self._hdf5:
+            raise ValueError(
+                "splits other than None need clouds from mesh_root or PointFlow's folders, "
+                f"not the HDF5 file {self.pointcloud_root}"
+            )
+        found = sorted((self.pointcloud_root / synset).glob(f"*/{model_id}.npy"))
+        return found[0] if found else self.pointcloud_root / synset / "*" / f"{model_id}.npy"
+
     def _clouds(self, synset: str, required: bool) -> list[tuple[str, Any]]:
         if self._hdf5:
             import h5py
 
             with h5py.File(self.pointcloud_root, "r") as file:
+                meshes = sorted(key for key in file if key.endswith("_vertices_c"))
+                if meshes:
+                    raise ValueError(
+                        f"{self.pointcloud_root} holds meshes in DPF-Nets' layout (root datasets "
+                        f"{meshes}, ...), not pcflow's /<synset>/<split>/points: read it with "
+                        "pcflow.data.DPFNetsShapeNet"
+                    )
                 group = file.get(f"{synset}/{self.split}")
                 if group is None:
                     if required:
@@ -237,6 +346,8 @@ class ShapeNetR2N2(Dataset):
     def _check_cloud(self, source: Any) -> str | None:
         if self._hdf5:
             return None  # shapes are checked per group when read
+        if self._meshes:
+            return None if source[1].is_file() else f"no mesh {source[1]}"
         try:
             array = np.load(source, mmap_mode="r", allow_pickle=False)
         except Exception as error:
@@ -248,6 +359,8 @@ class ShapeNetR2N2(Dataset):
         return None
 
     def _load_cloud(self, source: Any) -> Tensor:
+        if self._meshes:
+            return self._sample_mesh(source[1])
         if self._hdf5:
             import h5py
 
@@ -270,15 +383,32 @@ class ShapeNetR2N2(Dataset):
             raise ValueError(f"point cloud {where} holds NaN or infinite values")
         return torch.from_numpy(cloud)
 
+    def _sample_mesh(self, path: Path) -> Tensor:
+        import trimesh
+
+        try:
+            mesh = trimesh.load(path, force="mesh", process=False)
+        except Exception as error:
+            raise ValueError(f"cannot read mesh {path}: {type(error).__name__}: {error}") from error
+        if len(mesh.faces) == 0 or not np.isfinite(mesh.vertices).all():
+            raise ValueError(f"mesh {path} has no faces or non-finite vertices: nothing to sample")
+        # Seeded by the model, so the whole-cloud normalisation is the same for all its views.
+        seed = np.random.SeedSequence(
+            zlib.crc32(os.fspath(path.relative_to(self.pointcloud_root)).encode())
+        )
+        points, _ = trimesh.sample.sample_surface(
+            mesh, self.mesh_points, seed=np.random.default_rng(seed)
+        )
+        return torch.from_numpy(points.astype(np.float32))
+
     def __len__(self) -> int:
-        return len(self._models) * len(self.views)
+        return len(self._items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
-        model, view_position = divmod(index, len(self.views))
+        model, view = self._items[index]
         category, model_id, source = self._models[model]
-        view = self.views[view_position]
         synset = self.synsets[category]
         folder = self.rendering_root / synset / model_id / "rendering"
         image, mask = load_image_rgba(folder / f"{view:02d}.png")

@@ -186,3 +186,35 @@ def test_bad_input_is_named(root: Path, tmp_path: Path) -> None:
     (root / "Image_sets" / "car_imagenet_val.txt").write_text("n0001\n")
     with pytest.raises(ValueError, match=r"n0001\.JPEG"):
         Pascal3D(root, categories=["car"])[0]
+
+
+def test_pascal_subset_splits_follow_the_voc_lists(root: Path) -> None:
+    # The release's pascal subset: annotations per class, splits only in VOC's Main lists.
+    annotations = root / "Annotations" / "car_pascal"
+    annotations.mkdir()
+    voc = root / "PASCAL" / "VOCdevkit" / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (root / "Images" / "car_pascal").mkdir()
+    source = root / "Annotations" / "car_imagenet" / "n0001.mat"
+    photo = root / "Images" / "car_imagenet" / "n0001.JPEG"
+    for image_id in ("2008_000001", "2008_000002", "2008_000003"):
+        (annotations / f"{image_id}.mat").write_bytes(source.read_bytes())
+        (voc / "JPEGImages" / f"{image_id}.jpg").write_bytes(photo.read_bytes())
+    (voc / "JPEGImages" / "2008_000003.jpg").rename(
+        root / "Images" / "car_pascal" / "2008_000003.jpg"
+    )
+    main = voc / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    # VOC's lists name every image of the split; those without a car annotation are not cars.
+    (main / "train.txt").write_text("2008_000001\n2008_000003\n2008_000050\n")
+    (main / "val.txt").write_text("2008_000002\n2008_000077\n")
+    train = Pascal3D(root, "train", ["car"], num_points=20, subset="pascal", image_size=16)
+    val = Pascal3D(root, "val", ["car"], num_points=20, subset="pascal", image_size=16)
+    assert [train[i]["model_id"] for i in range(len(train))] == [
+        "2008_000001#0", "2008_000001#2", "2008_000003#0", "2008_000003#2"
+    ]  # fmt: skip
+    assert [val[i]["model_id"] for i in range(len(val))] == ["2008_000002#0", "2008_000002#2"]
+    assert val[0]["image"].shape == (3, 16, 16) and train[3]["has_points"]
+    (main / "val.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"VOC's list .*ImageSets/Main/val\.txt"):
+        Pascal3D(root, "val", ["car"], subset="pascal")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import torch
 import trimesh
 from PIL import Image
 
-from pcflow.data import ShapeNetR2N2, project_points, r2n2_camera, render_mesh
+from pcflow.data import SORTED_80_20, ShapeNetR2N2, project_points, r2n2_camera, render_mesh
 
 SYNSET = "03001627"  # chair
 VIEWS = [(30.0, 25.0, 0.7), (200.0, 30.0, 0.8)]  # azimuth, elevation, distance fraction
@@ -31,6 +33,9 @@ def _mesh(shift: float) -> trimesh.Trimesh:
 
 def _write_model(root: Path, split: str, model_id: str, shift: float) -> trimesh.Trimesh:
     mesh = _mesh(shift)
+    # ShapeNetCore v1's layout, the meshes 3D-R2N2 rendered.
+    (root / "ShapeNetCore.v1" / SYNSET / model_id).mkdir(parents=True)
+    mesh.export(root / "ShapeNetCore.v1" / SYNSET / model_id / "model.obj")
     folder = root / "ShapeNetRendering" / SYNSET / model_id / "rendering"
     folder.mkdir(parents=True)
     lines = []
@@ -152,3 +157,113 @@ def test_missing_directories(tmp_path: Path, root: Path) -> None:
         ShapeNetR2N2(root, root, "val")
     with pytest.raises(ValueError, match="unknown ShapeNet category"):
         ShapeNetR2N2(root, root, "train", categories=["dragon"])
+
+
+SHIFTS = {"model_a": 0.0, "model_b": 0.1, "model_c": 0.05}
+
+
+def _pytorch3d_pixels(
+    points: np.ndarray, azimuth: float, elevation: float, ratio: float, size: int
+):
+    """PyTorch3D's R2N2 camera (meshrcnn's compute_extrinsic_matrix, BLENDER_INTRINSIC), to pixels.
+
+    Transcribed from pytorch3d/datasets/r2n2: the 4x4 world-to-camera matrix with Blender's
+    .obj import rotation folded in, the Blender projection, then NDC (x right, y up, in [-1, 1]
+    across the image) to pixel coordinates with the top-left corner at (0, 0).
+    """
+    a, e = -math.pi * azimuth / 180.0, -math.pi * elevation / 180.0
+    sa, ca, se, ce = math.sin(a), math.cos(a), math.sin(e), math.cos(e)
+    world_to_object = np.array([[ca * ce, sa * ce, -se], [-sa, ca, 0], [ca * se, sa * se, ce]])
+    object_to_camera = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    rt = np.eye(4)
+    rt[:3, :3] = object_to_camera @ world_to_object
+    rt[:3, 3] = -(object_to_camera @ np.array([ratio * 1.75, 0.0, 0.0]))
+    rt = rt @ np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], float)
+    blender = np.array(
+        [[2.1875, 0, 0, 0], [0, 2.1875, 0, 0], [0, 0, -1.002002, -0.2002002], [0, 0, -1.0, 0]]
+    )
+    clip = np.concatenate([points, np.ones((len(points), 1))], 1) @ (blender @ rt).T
+    ndc = clip[:, :3] / clip[:, 3:]
+    return np.stack([(ndc[:, 0] + 1) / 2 * size, (1 - ndc[:, 1]) / 2 * size], 1)
+
+
+def test_camera_matches_pytorch3d_r2n2() -> None:
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-0.4, 0.4, size=(50, 3))
+    for azimuth, elevation, ratio in rng.uniform([0, 10, 0.6], [360, 40, 0.95], size=(6, 3)):
+        intrinsics, extrinsics = r2n2_camera(azimuth, elevation, ratio, 137)
+        pixels, _ = project_points(points, intrinsics, extrinsics)
+        expected = _pytorch3d_pixels(points, azimuth, elevation, ratio, 137)
+        # float64 throughout: pixels of size ~100 agree to a few ulps.
+        np.testing.assert_allclose(pixels.numpy(), expected, rtol=0, atol=1e-10)
+
+
+def test_clouds_sampled_on_shapenet_v1_meshes(root: Path) -> None:
+    data = ShapeNetR2N2(root, mesh_root=root / "ShapeNetCore.v1", split="train",
+                        categories=["chair"], num_points=300, views=[0, 1], normalize=None,
+                        mesh_points=2000, sample_seed=0)  # fmt: skip
+    assert len(data) == 4
+    for index in range(len(data)):
+        sample = data[index]
+        mesh = _mesh(SHIFTS[sample["model_id"]])
+        both = torch.cat([sample["points"], sample["points_target"]]).double().numpy()
+        _, distance, _ = trimesh.proximity.closest_point(mesh, both)
+        # float32 rounding of coordinates below 1 in size.
+        assert distance.max() <= 4 * np.finfo(np.float32).eps
+        pixels, _ = project_points(sample["points"], **sample["camera"])
+        column, row = pixels.floor().long().clamp(0, SIZE - 1).unbind(-1)
+        assert (sample["mask"][0, row, column] > 0).float().mean() > 0.95
+    # The mesh sample is seeded by the model: its views draw from one cloud (and share its
+    # normalisation), so two views' subsets of 2 x 300 of 2,000 points share points.
+    first, second = data[0], data[1]
+    assert first["model_id"] == second["model_id"]
+    rows = {tuple(r) for r in torch.cat([first["points"], first["points_target"]]).tolist()}
+    assert rows & {tuple(r) for r in second["points"].tolist()}
+    with pytest.raises(ValueError, match="pointcloud_root or mesh_root"):
+        ShapeNetR2N2(root, root, mesh_root=root / "ShapeNetCore.v1")
+
+
+def test_pytorch3d_splits_json_and_the_sorted_split(root: Path, tmp_path: Path) -> None:
+    splits = tmp_path / "splits.json"
+    table = {
+        "train": {SYNSET: {"model_c": [1], "model_a": [0, 1]}},
+        "test": {SYNSET: {"model_b": [0]}},
+    }
+    splits.write_text(json.dumps(table))
+    for source in ({"mesh_root": root / "ShapeNetCore.v1"}, {"pointcloud_root": root}):
+        data = ShapeNetR2N2(root, split="train", categories=["chair"], num_points=50,
+                            splits=splits, **source)  # fmt: skip
+        assert [(data[i]["model_id"], data[i]["view"]) for i in range(len(data))] == [
+            ("model_c", 1),
+            ("model_a", 0),
+            ("model_a", 1),
+        ]
+    # FlowGAN's split: sorted model names, the first int(0.8 * 3) = 2 in train.
+    kwargs = {"mesh_root": root / "ShapeNetCore.v1", "views": [0, 1], "splits": SORTED_80_20}
+    train = ShapeNetR2N2(root, split="train", num_points=50, **kwargs)
+    test = ShapeNetR2N2(root, split="test", num_points=50, **kwargs)
+    assert [train[i]["model_id"] for i in range(len(train))] == ["model_a"] * 2 + ["model_b"] * 2
+    assert [test[i]["model_id"] for i in range(len(test))] == ["model_c"] * 2
+    with pytest.raises(ValueError, match="'train' and 'test', got 'val'"):
+        ShapeNetR2N2(root, split="val", **kwargs)
+    with pytest.raises(ValueError, match=r"has no 'val' \(found \['test', 'train'\]\)"):
+        ShapeNetR2N2(root, root, "val", splits=splits)
+    splits.write_text("{not json")
+    with pytest.raises(ValueError, match="is not JSON"):
+        ShapeNetR2N2(root, root, "train", splits=splits)
+    with pytest.raises(FileNotFoundError, match="splits must be None, 'sorted_80_20' or"):
+        ShapeNetR2N2(root, root, "train", splits=tmp_path / "missing.json")
+
+
+def test_flowgan_trains_on_the_sorted_split_without_validation(root: Path) -> None:
+    from pcflow.recipes.flowgan import FlowGANConfig, build_dataset
+
+    config = FlowGANConfig.preset("tiny").with_overrides(
+        [f"data.source={root}", f"data.options.mesh_root={root / 'ShapeNetCore.v1'}",
+         "data.options.views=[0, 1]", "data.categories=[chair]"]
+    )  # fmt: skip
+    assert [len(build_dataset(config, split)) for split in ("train", "val", "test")] == [4, 0, 2]
+    config = config.with_overrides(["data.options.splits=sorted_80_20"])
+    del config.data.options["mesh_root"]
+    config.data.options["pointcloud_root"] = str(root)
+    assert [len(build_dataset(config, split)) for split in ("train", "val", "test")] == [4, 0, 2]

@@ -48,13 +48,25 @@ def build_dataset(
             **options,
         )
     root = Path(data.source)
+    if root.suffix.lower() == ".h5" and root.is_file():
+        # DPF-Nets / FlowGAN HDF5 files (pcflow.data.DPFNetsShapeNet); data.options go to it.
+        from pcflow.data import DPFNetsShapeNet
+
+        if split == "val" and "val" not in DPFNetsShapeNet.parts(root):
+            return []  # type: ignore[return-value]  # All13 has no val part: no validation
+        return DPFNetsShapeNet(
+            root, split, data.categories, data.num_points, sample_seed=sample_seed, **data.options
+        )
     if not root.is_dir():
         raise FileNotFoundError(
-            "data.source must be 'synthetic' or an existing ShapeNet directory, "
-            f"got {data.source!r}"
+            "data.source must be 'synthetic', an existing ShapeNet directory or a DPF-Nets "
+            f".h5 file, got {data.source!r}"
         )
-    from pcflow.data import ShapeNetR2N2
+    from pcflow.data import SORTED_80_20, ShapeNetR2N2
 
+    splits = data.options.get("splits", SORTED_80_20 if data.options.get("mesh_root") else None)
+    if split == "val" and splits == SORTED_80_20:
+        return []  # type: ignore[return-value]  # the paper's split has no val part
     # data.options may name pointcloud_root (PointFlow's PC15k folder or an HDF5 file), views,
     # image_size, normalize; see pcflow.data.ShapeNetR2N2.
     return ShapeNetR2N2(
