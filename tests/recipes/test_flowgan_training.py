@@ -305,3 +305,25 @@ def test_nan_generated_cloud_skips_the_step(out: Path, monkeypatch: pytest.Monke
     values = trainer.train_step(next(iter(trainer.loader)))
     assert values["skipped"] == 1.0 and trainer.state.skipped_steps == 1
     assert all(torch.equal(before[k], v) for k, v in trainer.model.named_parameters())
+
+
+@pytest.mark.parametrize("poisoned", ["first", "all"])
+def test_diverged_predictions_do_not_stop_training_at_the_pictures(
+    out: Path, monkeypatch: pytest.MonkeyPatch, poisoned: str
+) -> None:
+    config = _config("train.epochs=1", "train.num_pictures=2")
+    trainer = Trainer(config, out, ToyShapes(count=8), ToyShapes(count=4), progress=False)
+    reconstruct = trainer.model.reconstruct
+
+    def diverged(*args, **kwargs):
+        clouds = reconstruct(*args, **kwargs).clone()
+        clouds[0 if poisoned == "first" else slice(None), 0, 0] = float("inf")
+        return clouds
+
+    monkeypatch.setattr(trainer.model, "reconstruct", diverged)
+    with pytest.warns(UserWarning, match=r"predicted clouds for epoch_001.png hold NaN"):
+        state = trainer.fit()
+    assert state.finished
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["trainer"]["finished"]
+    picture = out / "pictures" / "epoch_001.png"
+    assert picture.exists() == (poisoned == "first")

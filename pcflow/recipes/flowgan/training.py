@@ -621,8 +621,12 @@ class Trainer:
             dist.barrier()
         return improved
 
-    def picture(self, path: str | Path) -> Path:
-        """Draw predicted clouds under their validation images, next to the true clouds."""
+    def picture(self, path: str | Path) -> Path | None:
+        """Draw predicted clouds under their validation images, next to the true clouds.
+
+        Clouds that hold NaN or infinite points (a diverged model) are left out with a warning;
+        returns ``None`` (and draws nothing) when no cloud is finite.
+        """
         from pcflow.viz import plot_point_clouds
 
         assert self.val_set is not None
@@ -633,6 +637,19 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.train.seed)
             pred = self.model.reconstruct(images, self.config.data.num_points).cpu()
+        # A diverged model must not stop training here: draw the finite clouds, name the rest.
+        finite = torch.isfinite(pred).flatten(1).all(1).tolist()
+        if not all(finite):
+            warnings.warn(
+                f"{finite.count(False)} of {len(finite)} predicted clouds for {Path(path).name} "
+                f"hold NaN or infinite points at step {self.state.global_step} (has the model "
+                "diverged?); they are left out of the picture",
+                stacklevel=2,
+            )
+        samples = [s for s, ok in zip(samples, finite) if ok]
+        pred = pred[torch.tensor(finite, dtype=torch.bool)]
+        if not samples:
+            return None
         clouds, titles, pictures = [], [], []
         for sample, cloud in zip(samples, pred):
             clouds += [cloud, sample["points"]]
