@@ -327,3 +327,13 @@ def test_diverged_predictions_do_not_stop_training_at_the_pictures(
     assert load_checkpoint(out / "checkpoints" / "last.pt")["trainer"]["finished"]
     picture = out / "pictures" / "epoch_001.png"
     assert picture.exists() == (poisoned == "first")
+
+
+def test_start_removes_partial_checkpoints_of_a_killed_run(out: Path) -> None:
+    partial = out / "checkpoints" / ".last.pt.k1ll3d.tmp"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"\0" * 1024)
+    other = out / "checkpoints" / "mine.tmp"
+    other.write_bytes(b"user file")
+    Trainer(_config(), out, ToyShapes(), progress=False).fit(max_steps=0)
+    assert not partial.exists() and other.exists()

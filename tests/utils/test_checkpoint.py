@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pcflow.utils import CheckpointError, load_checkpoint, save_checkpoint
+from pcflow.utils import (
+    CheckpointError,
+    load_checkpoint,
+    remove_partial_checkpoints,
+    save_checkpoint,
+)
 from pcflow.utils import checkpoint as checkpoint_module
 
 
@@ -145,3 +150,24 @@ def test_incompatible_files(tmp_path: Path) -> None:
 def test_state_must_be_a_mapping(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="mapping"):
         save_checkpoint(tmp_path / "x.pt", [1, 2])  # type: ignore[arg-type]
+
+
+def test_checkpoint_gets_the_usual_file_mode(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "last.pt", _state(1.0))
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_remove_partial_checkpoints_removes_only_its_own_temporaries(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "last.pt", _state(1.0))
+    stale = [tmp_path / ".last.pt.abc123.tmp", tmp_path / ".last.pt.x_y.tmp"]
+    kept = [tmp_path / ".best.pt.abc123.tmp", tmp_path / "last.pt.tmp", tmp_path / "notes.tmp"]
+    for file in stale + kept:
+        file.write_bytes(b"partial")
+    assert sorted(remove_partial_checkpoints(path)) == sorted(stale)
+    assert all(file.exists() for file in [path, *kept])
+    assert not any(file.exists() for file in stale)
+    assert remove_partial_checkpoints(tmp_path / "missing" / "last.pt") == []

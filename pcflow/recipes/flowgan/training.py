@@ -25,7 +25,12 @@ from torch.utils.data import Dataset
 from pcflow.recipes.flowgan.config import FlowGANConfig
 from pcflow.recipes.flowgan.data import make_loader
 from pcflow.recipes.flowgan.model import FlowGAN, PSGNBaseline, build_model
-from pcflow.utils import CheckpointError, load_checkpoint, save_checkpoint
+from pcflow.utils import (
+    CheckpointError,
+    load_checkpoint,
+    remove_partial_checkpoints,
+    save_checkpoint,
+)
 
 __all__ = [
     "NonFiniteLossError",
@@ -476,6 +481,9 @@ class Trainer:
         config = self.config.train
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("last.pt", "best.pt"):
+                for stale in remove_partial_checkpoints(self.checkpoint_dir / name):
+                    self._print(f"removed {stale}, left by an interrupted checkpoint write")
             self.config.to_yaml(self.out_dir / "config.yaml")
             self._open_logs()
         if self.resumed_at is not None:
