@@ -16,6 +16,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -386,6 +387,28 @@ def _fingerprint_of(data: Any) -> str | None:
     return str(np.asarray(data["fingerprint"]).reshape(-1)[0])
 
 
+_SHARD_NAME = re.compile(r"[\w.]+-(train|val|test)-\d{3,}\.npz")
+_SHARD_KEYS = frozenset(("fingerprint", "model_ids", "vertex_offsets", "face_offsets", "points"))
+
+
+def _is_own_file(path: Path) -> bool:
+    """Whether ``path`` is a file this generator wrote: a shard (named like one, holding the
+    generator's fingerprint and offsets) or the temporary of an interrupted shard write."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    name = path.name
+    if name.startswith(".") and name.endswith(".tmp"):
+        shard = name[1:].rsplit(".", 2)[0]  # .<shard>.<random>.tmp
+        return _SHARD_NAME.fullmatch(shard) is not None
+    if _SHARD_NAME.fullmatch(name) is None:
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return _SHARD_KEYS <= set(data.files)
+    except Exception:
+        return False
+
+
 def _shard_is_current(path: Path, fingerprint: str) -> bool:
     if not path.exists():
         return False
@@ -476,8 +499,10 @@ def generate_synthetic_dataset(
                 bar.update(_generate_shard(job)[1])
     elapsed = time.perf_counter() - start
     listed = {root / t["file"] for t in tasks}
-    for stale in (root / "shards").glob("*.npz"):
-        if stale not in listed:  # left over from a dataset generated with another config
+    for stale in (root / "shards").iterdir():
+        # Only pcflow's own files go: shards of a dataset generated with another config, and
+        # temporaries of killed writes. Anything else in the folder belongs to the user.
+        if stale not in listed and _is_own_file(stale):
             stale.unlink()
     manifest = {
         "format": "pcflow-synthetic",
@@ -495,6 +520,23 @@ def generate_synthetic_dataset(
     os.replace(temporary, root / _MANIFEST)
     manifest["config"] = config
     return manifest
+
+
+def _check_shard(path: Path, data: dict[str, np.ndarray], keys: list[str]) -> None:
+    missing = [key for key in [*keys, "model_ids"] if key not in data]
+    if missing:
+        raise ValueError(
+            f"shard {path} lacks {missing} (it holds {sorted(data)}); it was not written by "
+            "this generator: pass regenerate=True"
+        )
+    for key in ("points", "normals"):
+        finite = np.isfinite(data[key]).reshape(len(data[key]), -1).all(axis=1)
+        if not finite.all():
+            bad = [str(data["model_ids"][i]) for i in np.flatnonzero(~finite)[:5]]
+            raise ValueError(
+                f"shard {path} is corrupt: the {key} of {bad} hold NaN or infinite values; "
+                "pass regenerate=True"
+            )
 
 
 # --- dataset -----------------------------------------------------------------------------------
@@ -618,6 +660,7 @@ class SyntheticShapes(Dataset):
                     f"shard {path} was generated with another config than {self.root / _MANIFEST}"
                     "; pass regenerate=True"
                 )
+            _check_shard(path, data, list(fields))
             for key in fields:
                 fields[key].append(data[key])
             model_ids += [str(m) for m in data["model_ids"]]

@@ -301,3 +301,48 @@ def test_root_that_is_a_file_is_an_error(tmp_path: Path) -> None:
     path.write_text("x")
     with pytest.raises(NotADirectoryError, match="not a directory"):
         generate_synthetic_dataset(path, SMALL, progress=False)
+
+
+def test_regeneration_deletes_only_its_own_files(tmp_path: Path) -> None:
+    tiny = dataclasses.replace(
+        SMALL, categories=("table",), objects_per_category=2, views_per_object=1, image_size=16
+    )
+    generate_synthetic_dataset(tmp_path, tiny, num_workers=0, progress=False)
+    shards = tmp_path / "shards"
+    own_temporary = shards / ".table-train-000.npz.x1y2.tmp"  # left by a killed write
+    own_temporary.write_bytes(b"partial")
+    users = [shards / "my_experiment.npz", shards / "mug-train-999.npz", shards / "notes.tmp"]
+    np.savez(users[0], points=np.zeros((2, 3)))
+    np.savez(users[1], points=np.zeros((2, 3)))  # a shard's name, not a shard's content
+    users[2].write_text("mine")
+    chairs = dataclasses.replace(tiny, categories=("chair",))
+    generate_synthetic_dataset(tmp_path, chairs, num_workers=0, progress=False, regenerate=True)
+    assert sorted(p.name for p in shards.iterdir()) == sorted(
+        ["chair-train-000.npz", "chair-val-000.npz", *(p.name for p in users)]
+    )
+
+
+def _rewrite_shard(path: Path, change) -> None:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    change(arrays)
+    synthetic._save_npz(path, arrays)
+
+
+def test_shard_with_nan_points_or_without_points_is_named(tmp_path: Path) -> None:
+    tiny = dataclasses.replace(
+        SMALL, categories=("lamp",), objects_per_category=2, views_per_object=1, image_size=16
+    )
+    generate_synthetic_dataset(tmp_path, tiny, num_workers=0, progress=False)
+    shard = tmp_path / "shards" / "lamp-train-000.npz"
+    model_id = str(np.load(shard)["model_ids"][0])
+
+    def poison(arrays: dict) -> None:
+        arrays["points"][0, 5, 1] = np.nan
+
+    _rewrite_shard(shard, poison)
+    with pytest.raises(ValueError, match=rf"lamp-train-000\.npz is corrupt.*{model_id}.*NaN"):
+        SyntheticShapes(tmp_path, "train", progress=False)
+    _rewrite_shard(shard, lambda arrays: arrays.pop("points"))
+    with pytest.raises(ValueError, match=r"lamp-train-000\.npz lacks \['points'\]"):
+        SyntheticShapes(tmp_path, "train", progress=False)
