@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,6 +53,10 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     Returns:
         The path written.
 
+    Raises:
+        OSError: With ``errno.ENOSPC`` and a message naming the file and the free space, when
+            the disk is full.
+
     Example:
         >>> import tempfile, torch
         >>> from pcflow.utils import load_checkpoint, save_checkpoint
@@ -72,8 +78,17 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        full = _disk_full(error)
+        if full is not None:
+            # torch reports a full disk as "unexpected pos ...", the real cause only chained.
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(
+                full.errno,
+                f"No space left on device: cannot write checkpoint {str(path)!r} "
+                f"({free / 2**20:.1f} MiB free in {str(path.parent)!r})",
+            ) from error
         raise
     _fsync_directory(path.parent)
     return path
@@ -159,6 +174,16 @@ def load_checkpoint(
             f"(it holds {sorted(state)})"
         )
     return state
+
+
+def _disk_full(error: BaseException) -> OSError | None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _umask() -> int:

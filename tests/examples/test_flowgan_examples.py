@@ -242,3 +242,45 @@ def test_train_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixtur
         train.main(["--out", str(tmp_path), "--config", str(tmp_path / "none.yaml")])
     with pytest.raises(SystemExit, match="must be an integer"):
         train.main(["--out", str(tmp_path), "--set", "train.epochs=two"])
+
+
+def test_programs_answer_bad_input_with_one_line(tmp_path: Path) -> None:
+    train = _example("train")
+    (tmp_path / "tag.yaml").write_text('data: !!python/object/apply:os.system ["echo owned"]\n')
+    cases = [
+        (["--data", "/nonexistent"], r"^error: data\.source must be .*'/nonexistent'$"),
+        (["--config", str(tmp_path / "tag.yaml")], r"^error: .*tag\.yaml is not valid for pcflow"),
+        (["--set", "loss.gan_kind=lsgn"], r"^error: config key 'loss\.gan_kind' must be one of"),
+    ]
+    for arguments, message in cases:
+        out = tmp_path / "run"
+        with pytest.raises(SystemExit, match=message) as info:
+            train.main(["--preset", "tiny", "--out", str(out), "--no-progress", *arguments])
+        assert "\n" not in str(info.value.code)
+    # The output folder is checked before the data is looked at.
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match=r"^error: cannot write to the output folder .*file/run"):
+        train.main(["--preset", "tiny", "--out", str(tmp_path / "file" / "run"), "--data", "/x"])
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "train.py"), "--preset", "tiny", "--data", "/nonexistent",
+         "--out", str(tmp_path / "run"), "--no-progress"],
+        capture_output=True, text=True, env=ENV, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: data.source")
+
+
+def test_reconstruct_refuses_a_decompression_bomb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    reconstruct = _example("reconstruct")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a real bomb needs gigabytes
+    for side in (12, 30):  # Pillow warns above its limit, raises above twice the limit
+        Image.fromarray(np.zeros((side, side, 3), np.uint8)).save(tmp_path / "bomb.png")
+        with pytest.raises(reconstruct.ImageError, match="too large to read safely"):
+            reconstruct.load_image(tmp_path / "bomb.png")
+    code = reconstruct.main(
+        ["--checkpoint", str(tmp_path / "none.pt"), "--image", str(tmp_path / "bomb.png")]
+    )
+    assert code != 0
+    assert capsys.readouterr().err.strip().startswith("error: image")

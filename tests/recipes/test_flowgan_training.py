@@ -337,3 +337,16 @@ def test_start_removes_partial_checkpoints_of_a_killed_run(out: Path) -> None:
     other.write_bytes(b"user file")
     Trainer(_config(), out, ToyShapes(), progress=False).fit(max_steps=0)
     assert not partial.exists() and other.exists()
+
+
+def test_weights_that_do_not_fit_their_config_are_a_checkpoint_error(tmp_path: Path) -> None:
+    from pcflow.recipes.flowgan import build_model, load_model
+    from pcflow.utils import save_checkpoint
+
+    config = _config()
+    other = build_model(_config("model.hidden_features=12"))
+    path = save_checkpoint(
+        tmp_path / "mixed.pt", {"config": config.to_dict(), "model": other.state_dict()}
+    )
+    with pytest.raises(CheckpointError, match=r"mixed\.pt' does not fit the model.*size mismatch"):
+        load_model(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -171,3 +172,20 @@ def test_remove_partial_checkpoints_removes_only_its_own_temporaries(tmp_path: P
     assert all(file.exists() for file in [path, *kept])
     assert not any(file.exists() for file in stale)
     assert remove_partial_checkpoints(tmp_path / "missing" / "last.pt") == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_full_disk_is_reported_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_checkpoint(tmp_path / "last.pt", _state(1.0))
+    temporary = tmp_path / ".last.pt.full.tmp"
+
+    def full_disk(**kwargs):  # every write to /dev/full fails with ENOSPC
+        temporary.write_bytes(b"")
+        return os.open("/dev/full", os.O_WRONLY), str(temporary)
+
+    monkeypatch.setattr(checkpoint_module.tempfile, "mkstemp", full_disk)
+    with pytest.raises(OSError, match=r"No space left on device: cannot write .*last\.pt") as info:
+        save_checkpoint(path, _state(2.0))
+    assert info.value.errno == errno.ENOSPC
+    assert not temporary.exists()
+    assert torch.equal(load_checkpoint(path)["weights"]["w"], torch.full((3, 4), 1.0))

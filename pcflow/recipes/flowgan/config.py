@@ -356,7 +356,10 @@ def _load_yaml(text: str, source: str) -> Any:
     # ("billion laughs") expand exponentially there. Count the expanded size first.
     loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as error:
+            raise ValueError(f"{source} is not valid YAML: {_one_line(error)}") from None
         if node is None:
             return None
         size = _expanded_size(node, {}, set(), source)
@@ -366,9 +369,16 @@ def _load_yaml(text: str, source: str) -> Any:
                 f"{_MAX_YAML_NODES:,} are accepted); write the values out instead of nesting "
                 "aliases"
             )
-        return loader.construct_document(node)
+        try:
+            return loader.construct_document(node)
+        except yaml.YAMLError as error:  # e.g. a !!python tag, which safe loading refuses
+            raise ValueError(f"{source} is not valid for pcflow: {_one_line(error)}") from None
     finally:
         loader.dispose()
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _expanded_size(

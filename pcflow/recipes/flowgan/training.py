@@ -140,7 +140,13 @@ def load_model(
 
 
 def _load_weights(model: nn.Module, weights: dict[str, Tensor], path: str | Path) -> None:
-    result = model.load_state_dict(weights, strict=False)
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # size mismatches: weights of another configuration
+        details = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit the model its config describes: {details}"
+        ) from error
     problems = []
     if result.missing_keys:
         problems.append(f"missing {result.missing_keys[:5]}")
