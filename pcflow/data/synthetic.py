@@ -17,12 +17,13 @@ import json
 import multiprocessing
 import os
 import re
+import sys
 import tempfile
 import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -419,6 +420,29 @@ def _shard_is_current(path: Path, fingerprint: str) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start spawned workers without re-running the caller's script.
+
+    A spawned process imports the parent's ``__main__`` from its file, so a plain script without
+    an ``if __name__ == "__main__":`` guard would run again in every worker and fail there
+    ("An attempt has been made to start a new process before the current process has finished
+    its bootstrapping phase"). The workers run `_generate_shard`, which needs nothing from
+    ``__main__``: while the pool starts, ``__main__`` names no file or module to import.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: v for k, v in vars(main).items() if k in ("__file__", "__spec__")} if main else {}
+    try:
+        if "__file__" in saved:
+            del main.__file__
+        if "__spec__" in saved:
+            main.__spec__ = None
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
+
+
 def generate_synthetic_dataset(
     root: str | os.PathLike,
     config: SyntheticConfig | None = None,
@@ -491,7 +515,9 @@ def generate_synthetic_dataset(
     with tqdm(total=total, desc="synthetic objects", unit="obj", disable=not progress) as bar:
         if num_workers > 0 and len(jobs) > 1:
             context = multiprocessing.get_context("spawn")
-            with context.Pool(min(num_workers, len(jobs))) as pool:
+            with _main_not_reimported():
+                pool = context.Pool(min(num_workers, len(jobs)))
+            with pool:
                 for _, count in pool.imap_unordered(_generate_shard, jobs):
                     bar.update(count)
         else:

@@ -346,3 +346,31 @@ def test_shard_with_nan_points_or_without_points_is_named(tmp_path: Path) -> Non
     _rewrite_shard(shard, lambda arrays: arrays.pop("points"))
     with pytest.raises(ValueError, match=r"lamp-train-000\.npz lacks \['points'\]"):
         SyntheticShapes(tmp_path, "train", progress=False)
+
+
+@pytest.mark.slow
+def test_plain_script_without_main_guard_generates_in_parallel(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"  # what users write: no `if __name__ == "__main__":`
+    script.write_text(
+        "import dataclasses\n"
+        "from pcflow.data import SyntheticConfig, SyntheticShapes\n"
+        f"config = SyntheticConfig(categories=('mug', 'table'), objects_per_category=2,\n"
+        f"    views_per_object=1, image_size=16, points_per_object=200, seed=7)\n"
+        f"data = SyntheticShapes({str(tmp_path / 'data')!r}, 'train', num_points=50,\n"
+        "    config=config, num_workers=2, progress=False)\n"
+        "print('samples', len(data))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,  # without the fix, workers die at start and the pool never finishes
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("samples") == 1  # the script ran once, not once per worker
