@@ -350,3 +350,10 @@ def test_weights_that_do_not_fit_their_config_are_a_checkpoint_error(tmp_path: P
     )
     with pytest.raises(CheckpointError, match=r"mixed\.pt' does not fit the model.*size mismatch"):
         load_model(path)
+
+
+def test_trainer_validates_a_config_edited_in_code(out: Path) -> None:
+    config = _config()
+    config.train.checkpoint_every = 0
+    with pytest.raises(ValueError, match=r"'train\.checkpoint_every' must be positive, got 0"):
+        Trainer(config, out, ToyShapes(), progress=False)

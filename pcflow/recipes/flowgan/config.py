@@ -282,9 +282,7 @@ class FlowGANConfig:
             ValueError: For a value out of range or not among a setting's choices, naming
                 the key and the values allowed.
         """
-        config = _build(cls, values, "")
-        _validate(config)
-        return config
+        return _build(cls, values, "").validate()
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> FlowGANConfig:
@@ -301,6 +299,16 @@ class FlowGANConfig:
         if not isinstance(values, dict):
             raise TypeError(f"a FlowGAN config must be a YAML mapping, got {type(values).__name__}")
         return cls.from_dict(values)
+
+    def validate(self) -> FlowGANConfig:
+        """Check the settings' ranges and choices (done on every load); return ``self``.
+
+        Raises:
+            ValueError: Naming the first key out of range or not among its choices, with the
+                values allowed.
+        """
+        _validate(self)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as nested plain dicts (YAML- and checkpoint-safe)."""

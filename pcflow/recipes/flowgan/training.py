@@ -204,7 +204,7 @@ class Trainer:
         progress: bool = True,
         device: str | torch.device | None = None,
     ) -> None:
-        self.config = config
+        self.config = config.validate()  # also a config built or edited in code
         self.out_dir = Path(out_dir)
         self.train_set = train_set
         self.val_set = val_set
