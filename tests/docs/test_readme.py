@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from test_docs_snippets import extract_python_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
