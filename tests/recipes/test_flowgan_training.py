@@ -307,6 +307,7 @@ def test_nan_generated_cloud_skips_the_step(out: Path, monkeypatch: pytest.Monke
     assert all(torch.equal(before[k], v) for k, v in trainer.model.named_parameters())
 
 
+@pytest.mark.filterwarnings("ignore:.*validation clouds held NaN")
 @pytest.mark.parametrize("poisoned", ["first", "all"])
 def test_diverged_predictions_do_not_stop_training_at_the_pictures(
     out: Path, monkeypatch: pytest.MonkeyPatch, poisoned: str
