@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from PIL.Image import DecompressionBombError
 
 from pcflow.recipes.flowgan import PRESETS, FlowGANConfig
 from pcflow.recipes.flowgan.config import _load_yaml
@@ -27,7 +28,15 @@ __all__ = [
 
 # What bad input raises: a missing or unreadable file, a full or read-only disk, a corrupt
 # checkpoint, a setting or a file the library refuses with a message that names it.
-_USER_ERRORS = (CheckpointError, OSError, ValueError, KeyError, TypeError, yaml.YAMLError)
+_USER_ERRORS = (
+    CheckpointError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    yaml.YAMLError,
+    DecompressionBombError,  # an image in a dataset too large to open safely
+)
 
 
 @contextlib.contextmanager

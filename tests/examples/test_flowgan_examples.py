@@ -284,3 +284,26 @@ def test_reconstruct_refuses_a_decompression_bomb(
     )
     assert code != 0
     assert capsys.readouterr().err.strip().startswith("error: image")
+
+
+def test_user_errors_become_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from PIL.Image import DecompressionBombError
+
+    common = _example("common")
+    cases = [
+        (OSError(errno.ENOSPC, "No space left on device", "runs/x/log.csv"), "error: No space"),
+        (DecompressionBombError("Image size (1 pixels) exceeds limit"), "error: Image size"),
+        (KeyError("unknown config key 'a.b'"), "error: unknown config key 'a.b'"),
+        (ValueError("two\n  lines"), "error: two lines"),
+    ]
+    for raised, message in cases:
+        with pytest.raises(SystemExit) as info, common.user_errors():
+            raise raised
+        assert str(info.value.code).startswith(message) and "\n" not in str(info.value.code)
+    with pytest.raises(ZeroDivisionError), common.user_errors():  # a bug keeps its traceback
+        raise ZeroDivisionError
+    monkeypatch.setenv("PCFLOW_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="shown"), common.user_errors():
+        raise ValueError("shown with its traceback")
