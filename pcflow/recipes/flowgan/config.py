@@ -286,7 +286,14 @@ class FlowGANConfig:
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> FlowGANConfig:
-        """Load a config from a YAML file path or a YAML string."""
+        """Load a config from a YAML file path or a YAML string.
+
+        Raises:
+            FileNotFoundError: If the named file does not exist.
+            ValueError: For text that is not YAML, tags that safe loading refuses (such as
+                ``!!python/...``), aliases that expand to more than 100,000 nodes, and the
+                errors of `from_dict`.
+        """
         text = source
         if isinstance(source, Path) or (
             isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
