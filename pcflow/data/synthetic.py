@@ -323,9 +323,12 @@ def _generate_shard(task: tuple[dict[str, Any], str, list[int], str]) -> tuple[s
         try:
             objects.append(_generate_object(config, category, index))
         except Exception as error:
+            hint = ""
+            if isinstance(error, ModuleNotFoundError) and error.name:
+                hint = f"; pcflow needs it: pip install {error.name.split('.')[0]}"
             raise RuntimeError(
                 f"generating synthetic object {_model_id(category, index)} (seed {config.seed}) "
-                f"failed: {type(error).__name__}: {error}"
+                f"failed: {type(error).__name__}: {error}{hint}"
             ) from None
     vertex_counts = np.array([len(o["vertices"]) for o in objects], dtype=np.int64)
     face_counts = np.array([len(o["faces"]) for o in objects], dtype=np.int64)

@@ -374,3 +374,17 @@ def test_plain_script_without_main_guard_generates_in_parallel(tmp_path: Path) -
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("samples") == 1  # the script ran once, not once per worker
+
+
+def test_missing_module_names_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pcflow.data import shapes
+
+    def needs_rtree(rng: np.random.Generator) -> list:
+        raise ModuleNotFoundError("No module named 'rtree'", name="rtree")
+
+    monkeypatch.setitem(shapes.CATEGORY_BUILDERS, "mug", needs_rtree)
+    config = dataclasses.replace(SMALL, categories=("mug",), objects_per_category=1)
+    with pytest.raises(RuntimeError, match=r"mug-00000.*'rtree'; pcflow needs it: pip install rt"):
+        generate_synthetic_dataset(tmp_path, config, num_workers=0, progress=False)
