@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from common import command_line_program
+from common import check_output_folder, command_line_program
 
 from pcflow.recipes.flowgan import (
     FlowGANConfig,
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled clouds")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.out is not None:
+        check_output_folder(args.out)  # before the minutes of evaluation, not after
 
     try:
         entries = [(args.name, args.checkpoint)]

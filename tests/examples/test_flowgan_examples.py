@@ -261,6 +261,11 @@ def test_programs_answer_bad_input_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(SystemExit, match=r"^error: cannot write to the output folder .*file/run"):
         train.main(["--preset", "tiny", "--out", str(tmp_path / "file" / "run"), "--data", "/x"])
+    evaluate = _example("evaluate")
+    with pytest.raises(SystemExit, match=r"^error: cannot write to the output folder .*file/eval"):
+        evaluate.main(
+            ["--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "file/eval")]
+        )
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "train.py"), "--preset", "tiny", "--data", "/nonexistent",
          "--out", str(tmp_path / "run"), "--no-progress"],
