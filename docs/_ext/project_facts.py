@@ -20,7 +20,7 @@ def project_version(pyproject: Path = _ROOT / "pyproject.toml") -> str:
     """The ``version`` of ``[project]`` in ``pyproject.toml``."""
     match = re.search(r'^version = "([^"]+)"$', pyproject.read_text(), re.MULTILINE)
     if match is None:
-        raise ValueError(f"{pyproject} has no version = \"...\" line")
+        raise ValueError(f'{pyproject} has no version = "..." line')
     return match[1]
 
 
