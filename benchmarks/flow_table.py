@@ -12,6 +12,7 @@ per-shape projection of the latent.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -199,7 +200,6 @@ def profile(
     points = torch.rand(batch, num_points, 3) * 2 - 1
     latent = torch.randn(batch, context)
     assert fused.fused_available(), "the fused kernel is not available"
-    module = fused._module
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
 
     def best(fn: Callable[[], object]) -> float:
@@ -208,16 +208,21 @@ def profile(
 
     with torch.no_grad():
         stacked = fused._stack(flow.layers, points, latent)
-        layout, *weights, bound = stacked
-        outputs, logabsdet = module.run(points, layout, *weights, bound, False)
+        layout, *weights = stacked
+        every = fused.CHECKPOINT_EVERY
+        outputs, logabsdet, checkpoints = fused.affine_couplings(
+            points, layout, *weights, False, every
+        )
         grad_out, grad_ld = torch.randn_like(outputs), torch.randn_like(logabsdet)
         times = {
             "log_prob, whole call": best(lambda: flow.log_prob(points, latent)),
             "packing weights (_stack)": best(lambda: fused._stack(flow.layers, points, latent)),
-            "kernel forward": best(lambda: module.run(points, layout, *weights, bound, False)),
+            "kernel forward": best(
+                lambda: fused.affine_couplings(points, layout, *weights, False, every)
+            ),
             "kernel backward": best(
-                lambda: module.run_backward(
-                    outputs, grad_out, grad_ld, layout, *weights, bound, False
+                lambda: fused.affine_couplings_backward(
+                    outputs, checkpoints, grad_out, grad_ld, layout, *weights, False, every
                 )
             ),
         }
@@ -267,7 +272,19 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="where pcflow's time goes, instead of the table"
     )
+    parser.add_argument(
+        "--variant",
+        choices=["generic", "avx2", "avx512"],
+        default=None,
+        help="the kernel's instruction-set variant (default: the best this CPU runs)",
+    )
     args = parser.parse_args()
+    if args.variant is not None:
+        os.environ["PCFLOW_ISA"] = args.variant  # read when the kernel first loads
+    from pcflow.flows import fused
+
+    if not args.no_fused:
+        print(f"fused kernel: {fused.kernel_info()}")
     if args.profile:
         profile(
             args.batch, args.num_points, args.context, args.layers, args.hidden, args.rounds,

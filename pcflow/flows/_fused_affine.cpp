@@ -25,15 +25,18 @@
 // (ni and nt: the layer's numbers of conditioning and transformed coordinates; the flat
 // tensors are the layers' parameters concatenated, as they are stored.)
 
-#include <torch/extension.h>
-
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -120,7 +123,7 @@ struct Aligned {
   explicit Aligned(size_t floats)
       : ptr(static_cast<float*>(std::aligned_alloc(64, ((floats * 4 + 63) / 64) * 64))),
         size(floats) {
-    TORCH_CHECK(ptr != nullptr, "pcflow fused coupling: out of memory for a buffer");
+    if (ptr == nullptr) throw std::bad_alloc();
   }
   Aligned(const Aligned&) = delete;
   Aligned& operator=(const Aligned&) = delete;
@@ -216,11 +219,30 @@ void network(const Stack& s, const Net& n, const float* x, float* h1, float* out
   }
 }
 
-// Every layer on one tile: x (D, P) points in lanes, logdet (P,) accumulated.
+// Where the inputs of every `every`-th step are kept for the backward pass: (C, B, N, D) with
+// C = (L - 1) / every, entry c holding the inputs of step (c + 1) * every; null data: none.
+struct Checkpoints {
+  float* data = nullptr;
+  int64_t every = 0, N = 0;
+  bool at(int64_t step, int64_t L) const {
+    return data != nullptr && step > 0 && step < L && step % every == 0;
+  }
+  float* state(int64_t step, int64_t b, int64_t B, int64_t n0, int64_t D) const {
+    return data + ((step / every - 1) * B * N + b * N + n0) * D;
+  }
+};
+
+void load_tile(const float* src, int64_t D, int64_t count, float* x);
+void store_tile(const float* x, int64_t D, int64_t count, float* dst);
+
+// Every layer on one tile: x (D, P) points in lanes, logdet (P,) accumulated. The tile holds
+// points n0 to n0 + count of shape b; with checkpoints, it leaves its inputs of every
+// `every`-th step there.
 void tile(const Stack& s, int64_t b, bool inverse, float* x, float* logdet, float* h1,
-          float* shift, float* raw) {
+          float* shift, float* raw, const Checkpoints& ck, int64_t n0, int64_t count) {
   for (int64_t step = 0; step < s.L; ++step) {
     const int64_t l = inverse ? s.L - 1 - step : step;
+    if (ck.at(step, s.L)) store_tile(x, s.D, count, ck.state(step, b, s.B, n0, s.D));
     const Net shift_net(s, l, 0, b), scale_net(s, l, 1, b);
     network(s, shift_net, x, h1, shift);
     network(s, scale_net, x, h1, raw);
@@ -422,11 +444,18 @@ struct Buffers {
 // Back-propagates one tile through every layer: y (D, P) holds the stack's outputs and becomes
 // its inputs, dy (D, P) the outputs' gradient and becomes the inputs'; dld (P) is the gradient
 // of each point's log-determinant.
-void tile_backward(const Stack& s, int64_t b, bool inverse, Buffers& t, Grads& gr) {
+//
+// Rebuilding inputs from outputs amplifies rounding where the log-scales are large (each
+// inverted layer multiplies the error by up to exp(|log_scale|)); with checkpoints, the outputs
+// of every `every`-th step are restored exactly before that step is walked back, so the error
+// grows over `every` layers at most instead of over the whole stack.
+void tile_backward(const Stack& s, int64_t b, bool inverse, Buffers& t, Grads& gr,
+                   const Checkpoints& ck, int64_t n0, int64_t count) {
   float* y = t.x.ptr;
   float* dy = t.dx.ptr;
-  for (int64_t step = 0; step < s.L; ++step) {
-    const int64_t l = inverse ? step : s.L - 1 - step;
+  for (int64_t step = s.L - 1; step >= 0; --step) {  // the steps as the forward pass ran them
+    const int64_t l = inverse ? s.L - 1 - step : step;
+    if (ck.at(step + 1, s.L)) load_tile(ck.state(step + 1, b, s.B, n0, s.D), s.D, count, y);
     const Net shift_net(s, l, 0, b), scale_net(s, l, 1, b);
     // The conditioning coordinates are the same on both sides of the layer.
     network(s, shift_net, y, t.h1a.ptr, t.shift.ptr, t.ga.ptr);
@@ -470,41 +499,76 @@ void tile_backward(const Stack& s, int64_t b, bool inverse, Buffers& t, Grads& g
   }
 }
 
-// ------------------------------------------------------------------------------- bindings
+// ----------------------------------------------------------------------------- validation
 
-Stack make_stack(const at::Tensor& points, const at::Tensor& layout, const at::Tensor& w1,
-                 const at::Tensor& b1, const at::Tensor& wh, const at::Tensor& fs,
-                 const at::Tensor& fb, const at::Tensor& wl, const at::Tensor& bl,
-                 const at::Tensor& bound) {
-  TORCH_CHECK(points.dim() == 3 && points.scalar_type() == at::kFloat && points.is_contiguous(),
-              "points must be a contiguous float32 tensor shaped (B, N, D)");
-  const int64_t B = points.size(0), D = points.size(2);
-  const int64_t L = layout.size(0), H = wh.size(-1);
-  TORCH_CHECK(H % MR == 0, "hidden width must be a multiple of ", MR);
-  TORCH_CHECK(layout.scalar_type() == at::kInt && layout.is_contiguous() &&
-                  layout.dim() == 2 && layout.size(1) == 1 + D,
-              "layout must be int32 (L, 1 + D)");
-  const at::Tensor* weights[] = {&w1, &b1, &wh, &fs, &fb, &wl, &bl, &bound};
-  for (const at::Tensor* t : weights) {
-    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous(),
-                "weights must be contiguous float32 tensors");
-  }
-  Stack s{L, B, D, H, layout.data_ptr<int32_t>(), w1.data_ptr<float>(),
-          b1.data_ptr<float>(), wh.data_ptr<float>(), fs.data_ptr<float>(),
-          fb.data_ptr<float>(), wl.data_ptr<float>(), bl.data_ptr<float>(),
-          bound.data_ptr<float>(), {0}, {0}, {0}};
-  for (int64_t l = 0; l < L; ++l) {
-    const int64_t nt = s.layout[l * (1 + D)];
-    TORCH_CHECK(nt >= 1 && nt < D, "layer ", l, " must transform between 1 and D - 1 coordinates");
-    s.o1.push_back(s.o1.back() + 2 * (D - nt) * H);
-    s.ol.push_back(s.ol.back() + 2 * H * nt);
+// Thrown for bad arguments; the C entry points turn it into status 1 and a message.
+struct Invalid : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+inline std::string to_text(const char* s) { return s; }
+inline std::string to_text(const std::string& s) { return s; }
+template <class T>
+inline std::string to_text(T v) { return std::to_string(v); }
+
+template <class... Parts>
+[[noreturn]] void fail(const Parts&... parts) {
+  std::string message;
+  ((message += to_text(parts)), ...);
+  throw Invalid(message);
+}
+
+}  // namespace
+
+// The stack's sizes and parameters as the caller holds them (see the layouts at the top), with
+// the number of elements of every buffer so that nothing is read out of bounds.
+struct pcf_couplings {
+  int64_t L, B, N, D, H;
+  const int32_t* layout;
+  const float *w1, *b1, *wh, *fs, *fb, *wl, *bl, *bound;
+  int64_t layout_size, w1_size, b1_size, wh_size, fs_size, fb_size, wl_size, bl_size, bound_size;
+};
+
+namespace {
+
+// Checks every size and every index of the layout; a kernel must not trust its caller.
+Stack make_stack(const pcf_couplings& a) {
+  if (a.L < 1 || a.B < 0 || a.N < 0) fail("need L >= 1 layers and B, N >= 0; got L=", a.L);
+  if (a.D < 2 || a.D > MAX_D) fail("points must have 2 to ", MAX_D, " coordinates, got ", a.D);
+  if (a.H < MR || a.H % MR != 0) fail("hidden width must be a positive multiple of ", MR, ", got ", a.H);
+  if (a.layout == nullptr || a.layout_size != a.L * (1 + a.D))
+    fail("layout must hold L * (1 + D) = ", a.L * (1 + a.D), " entries, got ", a.layout_size);
+  Stack s{a.L, a.B, a.D, a.H, a.layout, a.w1, a.b1, a.wh, a.fs, a.fb, a.wl, a.bl, a.bound,
+          {0}, {0}, {0}};
+  for (int64_t l = 0; l < a.L; ++l) {
+    const int32_t* row = a.layout + l * (1 + a.D);
+    const int64_t nt = row[0];
+    if (nt < 1 || nt >= a.D)
+      fail("layout: layer ", l, " must transform 1 to D - 1 = ", a.D - 1, " coordinates, got ", nt);
+    bool seen[MAX_D] = {};
+    for (int64_t q = 0; q < a.D; ++q) {
+      const int32_t c = row[1 + q];
+      if (c < 0 || c >= a.D || seen[c])
+        fail("layout: layer ", l, " must list each coordinate 0 to ", a.D - 1,
+             " once; entry ", q, " is ", c);
+      seen[c] = true;
+    }
+    s.o1.push_back(s.o1.back() + 2 * (a.D - nt) * a.H);
+    s.ol.push_back(s.ol.back() + 2 * a.H * nt);
     s.ob.push_back(s.ob.back() + 2 * nt);
   }
-  TORCH_CHECK(wh.numel() == L * 2 * H * H && w1.numel() == s.o1.back() &&
-                  wl.numel() == s.ol.back() && fs.numel() == L * 2 * B * H &&
-                  fb.numel() == L * 2 * B * H && b1.numel() == L * 2 * H &&
-                  bl.numel() == s.ob.back() && bound.numel() == L,
-              "weight shapes do not match the layout and the points");
+  const std::pair<int64_t, int64_t> sizes[] = {
+      {a.w1_size, s.o1.back()},          {a.b1_size, a.L * 2 * a.H},
+      {a.wh_size, a.L * 2 * a.H * a.H},  {a.fs_size, a.L * 2 * a.B * a.H},
+      {a.fb_size, a.L * 2 * a.B * a.H},  {a.wl_size, s.ol.back()},
+      {a.bl_size, s.ob.back()},          {a.bound_size, a.L}};
+  const char* names[] = {"w1", "b1", "wh", "fs", "fb", "wl", "bl", "bound"};
+  const float* pointers[] = {a.w1, a.b1, a.wh, a.fs, a.fb, a.wl, a.bl, a.bound};
+  for (int i = 0; i < 8; ++i) {
+    if (pointers[i] == nullptr || sizes[i].first != sizes[i].second)
+      fail(names[i], " must hold ", sizes[i].second, " floats for this layout, got ",
+           sizes[i].first);
+  }
   return s;
 }
 
@@ -521,21 +585,51 @@ void store_tile(const float* x, int64_t D, int64_t count, float* dst) {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> run(const at::Tensor& points, const at::Tensor& layout,
-                                       const at::Tensor& w1, const at::Tensor& b1,
-                                       const at::Tensor& wh, const at::Tensor& fs,
-                                       const at::Tensor& fb, const at::Tensor& wl,
-                                       const at::Tensor& bl, const at::Tensor& bound,
-                                       bool inverse) {
-  const Stack s = make_stack(points, layout, w1, b1, wh, fs, fb, wl, bl, bound);
-  const int64_t B = s.B, N = points.size(1), D = s.D, H = s.H;
-  at::Tensor outputs = at::empty_like(points);
-  at::Tensor logdet = at::empty({B, N}, points.options());
-  const float* in = points.data_ptr<float>();
-  float* out = outputs.data_ptr<float>();
-  float* ld = logdet.data_ptr<float>();
+// Splits tasks 0..n into `threads` contiguous chunks, one per thread (this one included).
+template <class F>
+void parallel_for(int64_t n, int64_t threads, const F& body) {
+  threads = std::max<int64_t>(1, std::min(threads, n));
+  if (threads <= 1) {
+    if (n > 0) body(0, n);
+    return;
+  }
+  std::exception_ptr error;
+  std::mutex lock;
+  auto chunk = [&](int64_t t) {
+    try {
+      body(n * t / threads, n * (t + 1) / threads);
+    } catch (...) {
+      const std::lock_guard<std::mutex> guard(lock);
+      if (!error) error = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(chunk, t);
+  chunk(0);
+  for (std::thread& thread : pool) thread.join();
+  if (error) std::rethrow_exception(error);
+}
+
+Checkpoints make_checkpoints(const pcf_couplings& a, float* data, int64_t every,
+                             int64_t size) {
+  Checkpoints ck;
+  if (data == nullptr || every <= 0) return ck;
+  const int64_t needed = (a.L - 1) / every * a.B * a.N * a.D;
+  if (size != needed)
+    fail("checkpoints must hold (L - 1) / every * B * N * D = ", needed, " floats, got ", size);
+  ck.data = data;
+  ck.every = every;
+  ck.N = a.N;
+  return ck;
+}
+
+void forward(const pcf_couplings& a, const float* in, float* out, float* ld, float* ck_data,
+             int64_t every, int64_t ck_size, bool inverse, int64_t threads) {
+  const Stack s = make_stack(a);
+  const Checkpoints ck = make_checkpoints(a, ck_data, every, ck_size);
+  const int64_t N = a.N, D = s.D, H = s.H;
   const int64_t tiles_per_shape = (N + P - 1) / P;
-  at::parallel_for(0, B * tiles_per_shape, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(s.B * tiles_per_shape, threads, [&](int64_t begin, int64_t end) {
     Aligned x(D * P), det(P), h1(H * P), shift(D * P), raw(D * P);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / tiles_per_shape;
@@ -543,55 +637,39 @@ std::tuple<at::Tensor, at::Tensor> run(const at::Tensor& points, const at::Tenso
       const int64_t count = std::min<int64_t>(P, N - n0);
       load_tile(in + (b * N + n0) * D, D, count, x.ptr);
       std::fill_n(det.ptr, P, 0.0f);
-      tile(s, b, inverse, x.ptr, det.ptr, h1.ptr, shift.ptr, raw.ptr);
+      tile(s, b, inverse, x.ptr, det.ptr, h1.ptr, shift.ptr, raw.ptr, ck, n0, count);
       store_tile(x.ptr, D, count, out + (b * N + n0) * D);
       std::copy_n(det.ptr, count, ld + b * N + n0);
     }
   });
-  return {outputs, logdet};
 }
 
-// Gradients of a `run` call from its outputs: (inputs, w1, b1, wh, fs, fb, wl, bl).
-std::vector<at::Tensor> run_backward(const at::Tensor& outputs, const at::Tensor& grad_outputs,
-                                     const at::Tensor& grad_logdet, const at::Tensor& layout,
-                                     const at::Tensor& w1, const at::Tensor& b1,
-                                     const at::Tensor& wh, const at::Tensor& fs,
-                                     const at::Tensor& fb, const at::Tensor& wl,
-                                     const at::Tensor& bl, const at::Tensor& bound,
-                                     bool inverse) {
-  const Stack s = make_stack(outputs, layout, w1, b1, wh, fs, fb, wl, bl, bound);
-  const int64_t B = s.B, N = outputs.size(1), D = s.D, H = s.H, L = s.L;
-  TORCH_CHECK(D <= MAX_D, "the fused backward pass supports up to ", MAX_D, " coordinates");
-  TORCH_CHECK(grad_outputs.sizes() == outputs.sizes() && grad_outputs.is_contiguous() &&
-                  grad_outputs.scalar_type() == at::kFloat,
-              "grad_outputs must be contiguous float32 shaped like the outputs");
-  TORCH_CHECK(grad_logdet.dim() == 2 && grad_logdet.size(0) == B && grad_logdet.size(1) == N &&
-                  grad_logdet.is_contiguous() && grad_logdet.scalar_type() == at::kFloat,
-              "grad_logdet must be contiguous float32 shaped (B, N)");
+// Gradients of a forward call from its outputs (and checkpoints, if it kept them). The
+// gradient buffers are (inputs, w1, b1, wh, fs, fb, wl, bl), shaped as their tensors; they are
+// overwritten.
+void backward(const pcf_couplings& a, const float* y_all, const float* ck_data, int64_t every,
+              int64_t ck_size, const float* dy_all, const float* dld_all, bool inverse,
+              int64_t threads, float* dx_all, float* const* grad) {
+  const Stack s = make_stack(a);
+  const Checkpoints ck = make_checkpoints(a, const_cast<float*>(ck_data), every, ck_size);
+  const int64_t B = s.B, N = a.N, D = s.D, H = s.H, L = s.L;
+  const int64_t film = L * 2 * B * H;
   // Each chunk of tiles (one per thread) sums its own gradients; they are added up at the end.
   std::mutex lock;
   std::vector<std::unique_ptr<Grads>> grads;
-  std::vector<at::Tensor> film_fs, film_fb;
-  at::Tensor grad_inputs = at::empty_like(outputs);
-  at::Tensor grad_fs = at::zeros_like(fs), grad_fb = at::zeros_like(fb);
-  const float* y_all = outputs.data_ptr<float>();
-  const float* dy_all = grad_outputs.data_ptr<float>();
-  const float* dld_all = grad_logdet.data_ptr<float>();
-  float* dx_all = grad_inputs.data_ptr<float>();
+  std::vector<std::vector<float>> film_fs, film_fb;
   const int64_t tiles_per_shape = (N + P - 1) / P;
-  at::parallel_for(0, B * tiles_per_shape, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(B * tiles_per_shape, threads, [&](int64_t begin, int64_t end) {
     auto owned = std::make_unique<Grads>(s);
     Grads& gr = *owned;
-    at::Tensor chunk_fs = at::zeros_like(fs), chunk_fb = at::zeros_like(fb);
-    float* fs_out = chunk_fs.data_ptr<float>();
-    float* fb_out = chunk_fb.data_ptr<float>();
+    std::vector<float> chunk_fs(film, 0.0f), chunk_fb(film, 0.0f);
     Buffers t(D, H);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / tiles_per_shape;
       const int64_t n0 = (task % tiles_per_shape) * P;
       const int64_t count = std::min<int64_t>(P, N - n0);
       if (b != gr.shape) {
-        flush_film(s, gr, fs_out, fb_out);
+        flush_film(s, gr, chunk_fs.data(), chunk_fb.data());
         gr.shape = b;
       }
       // Padding lanes carry zero gradients, so they add nothing to the weights' gradients.
@@ -599,49 +677,111 @@ std::vector<at::Tensor> run_backward(const at::Tensor& outputs, const at::Tensor
       load_tile(dy_all + (b * N + n0) * D, D, count, t.dx.ptr);
       std::fill_n(t.dld.ptr, P, 0.0f);
       std::copy_n(dld_all + b * N + n0, count, t.dld.ptr);
-      tile_backward(s, b, inverse, t, gr);
+      tile_backward(s, b, inverse, t, gr, ck, n0, count);
       store_tile(t.dx.ptr, D, count, dx_all + (b * N + n0) * D);
     }
-    flush_film(s, gr, fs_out, fb_out);
+    flush_film(s, gr, chunk_fs.data(), chunk_fb.data());
     gr.shape = -1;
     const std::lock_guard<std::mutex> guard(lock);
     grads.push_back(std::move(owned));
-    film_fs.push_back(chunk_fs);
-    film_fb.push_back(chunk_fb);
+    film_fs.push_back(std::move(chunk_fs));
+    film_fb.push_back(std::move(chunk_fb));
   });
-  at::Tensor grad_w1 = at::zeros_like(w1), grad_b1 = at::zeros_like(b1);
-  at::Tensor grad_wh = at::zeros_like(wh), grad_wl = at::zeros_like(wl);
-  at::Tensor grad_bl = at::zeros_like(bl);
-  const std::pair<const Aligned Grads::*, at::Tensor*> lane_sums[] = {
-      {&Grads::w1, &grad_w1}, {&Grads::b1, &grad_b1}, {&Grads::wl, &grad_wl},
-      {&Grads::bl, &grad_bl}};
+  float *grad_w1 = grad[0], *grad_b1 = grad[1], *grad_wh = grad[2], *grad_fs = grad[3],
+        *grad_fb = grad[4], *grad_wl = grad[5], *grad_bl = grad[6];
+  const std::pair<const Aligned Grads::*, std::pair<float*, int64_t>> lane_sums[] = {
+      {&Grads::w1, {grad_w1, s.o1.back()}},
+      {&Grads::b1, {grad_b1, L * 2 * H}},
+      {&Grads::wl, {grad_wl, s.ol.back()}},
+      {&Grads::bl, {grad_bl, s.ob.back()}}};
+  for (const auto& [member, target] : lane_sums) std::fill_n(target.first, target.second, 0.0f);
+  std::fill_n(grad_wh, L * 2 * H * H, 0.0f);
+  std::fill_n(grad_fs, film, 0.0f);
+  std::fill_n(grad_fb, film, 0.0f);
+  const int64_t Hp = padded(H);
   for (size_t chunk = 0; chunk < grads.size(); ++chunk) {
     const Grads& gr = *grads[chunk];
     for (const auto& [member, target] : lane_sums) {
       const Aligned& lanes = gr.*member;
-      float* dst = target->data_ptr<float>();
-      for (int64_t i = 0; i < target->numel(); ++i) dst[i] += hsum(load(lanes.ptr + i * VL));
+      for (int64_t i = 0; i < target.second; ++i) target.first[i] += hsum(load(lanes.ptr + i * VL));
     }
-    float* dwh = grad_wh.data_ptr<float>();  // (L, 2, H, H) [k][j]; the sums are [j][k]
-    const int64_t Hp = padded(H);
+    // (L, 2, H, H) [k][j]; the sums are [j][k]
     for (int64_t ln = 0; ln < L * 2; ++ln) {
       for (int64_t j = 0; j < H; ++j) {
         for (int64_t k = 0; k < H; ++k) {
-          dwh[(ln * H + k) * H + j] += gr.wh.ptr[(ln * H + j) * Hp + k];
+          grad_wh[(ln * H + k) * H + j] += gr.wh.ptr[(ln * H + j) * Hp + k];
         }
       }
     }
-    grad_fs += film_fs[chunk];
-    grad_fb += film_fb[chunk];
+    for (int64_t i = 0; i < film; ++i) {
+      grad_fs[i] += film_fs[chunk][i];
+      grad_fb[i] += film_fb[chunk][i];
+    }
   }
-  return {grad_inputs, grad_w1, grad_b1, grad_wh, grad_fs, grad_fb, grad_wl, grad_bl};
+}
+
+// Runs `body`, turning every exception into a status and a message for the caller.
+template <class F>
+int guarded(char* error, int64_t error_size, const F& body) {
+  std::string message;
+  int status = 0;
+  try {
+    body();
+  } catch (const Invalid& e) {
+    message = e.what();
+    status = 1;
+  } catch (const std::bad_alloc&) {
+    message = "out of memory";
+    status = 2;
+  } catch (const std::exception& e) {
+    message = e.what();
+    status = 3;
+  }
+  if (status != 0 && error != nullptr && error_size > 0) {
+    std::snprintf(error, static_cast<size_t>(error_size), "%s", message.c_str());
+  }
+  return status;
 }
 
 }  // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("run", &run, "A stack of affine point couplings over tiles of points (no autograd)");
-  m.def("run_backward", &run_backward, "Gradients of run, from its outputs (recomputed)");
-  m.attr("tile_points") = P;
-  m.attr("row_block") = MR;
+#define PCF_API extern "C" __attribute__((visibility("default")))
+
+// Vector lanes, points per tile and the hidden product's row block of this build.
+PCF_API void pcf_couplings_info(int64_t* vector_width, int64_t* tile_points, int64_t* row_block) {
+  *vector_width = VL;
+  *tile_points = P;
+  *row_block = MR;
+}
+
+// outputs (B, N, D) and logdet (B, N) of the stack (inverse: noise to data, last layer first).
+// Returns 0, or a nonzero status with a message in `error`.
+PCF_API int pcf_couplings_forward(const pcf_couplings* stack, const float* inputs, float* outputs,
+                                  float* logdet, float* checkpoints, int64_t every,
+                                  int64_t checkpoints_size, int inverse, int64_t threads,
+                                  char* error, int64_t error_size) {
+  return guarded(error, error_size, [&] {
+    if (stack == nullptr || inputs == nullptr || outputs == nullptr || logdet == nullptr)
+      fail("null pointer argument");
+    forward(*stack, inputs, outputs, logdet, checkpoints, every, checkpoints_size, inverse != 0,
+            threads);
+  });
+}
+
+// grads: 8 buffers (inputs, w1, b1, wh, fs, fb, wl, bl), overwritten.
+PCF_API int pcf_couplings_backward(const pcf_couplings* stack, const float* outputs,
+                                   const float* checkpoints, int64_t every,
+                                   int64_t checkpoints_size, const float* grad_outputs,
+                                   const float* grad_logdet, int inverse, int64_t threads,
+                                   float* const* grads, char* error, int64_t error_size) {
+  return guarded(error, error_size, [&] {
+    if (stack == nullptr || outputs == nullptr || grad_outputs == nullptr ||
+        grad_logdet == nullptr || grads == nullptr)
+      fail("null pointer argument");
+    for (int i = 0; i < 8; ++i) {
+      if (grads[i] == nullptr) fail("null gradient buffer ", i);
+    }
+    backward(*stack, outputs, checkpoints, every, checkpoints_size, grad_outputs, grad_logdet,
+             inverse != 0, threads, grads[0], grads + 1);
+  });
 }

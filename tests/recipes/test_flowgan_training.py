@@ -250,21 +250,39 @@ def test_memory_efficient_and_fused_flows_train_the_same(
 ) -> None:
     # Recomputing the flow's activations in backward (the PyTorch path's memory-efficient
     # mode, and the fused kernel, which always recomputes) changes memory and speed, not the
-    # training step.
+    # training step. Each float32 path is held to the same step in float64; the bound is
+    # derived from float32 itself: the plain float32 path's own error, with a margin.
     from pcflow.flows import fused as fused_module
 
     kernel_calls = []
-    apply = fused_module._FusedCouplings.apply
+    original = fused_module._forward
 
     def counting(*args):
         kernel_calls.append(True)
-        return apply(*args)
+        return original(*args)
 
-    monkeypatch.setattr(fused_module._FusedCouplings, "apply", counting)
-    updates = []
-    for memory_efficient, fused in ((False, False), (True, False), (False, True)):
+    monkeypatch.setattr(fused_module, "_forward", counting)
+    # The same noise in every run: drawn in float32, then cast (float64 draws other numbers).
+    randn, randn_like = torch.randn, torch.randn_like
+
+    def float32_randn(*size, dtype=None, **kwargs):
+        return randn(*size, dtype=torch.float32, **kwargs).to(dtype or torch.float32)
+
+    def float32_randn_like(tensor, dtype=None, **kwargs):
+        return randn_like(tensor, dtype=torch.float32, **kwargs).to(dtype or tensor.dtype)
+
+    monkeypatch.setattr(torch, "randn", float32_randn)
+    monkeypatch.setattr(torch, "randn_like", float32_randn_like)
+    runs = {}
+    for name, memory_efficient, fused, dtype in (
+        ("float64", False, False, torch.float64),
+        ("plain", False, False, torch.float32),
+        ("memory_efficient", True, False, torch.float32),
+        ("fused", False, True, torch.float32),
+    ):
         config = _config(f"model.memory_efficient={str(memory_efficient).lower()}")
-        trainer = Trainer(config, out / f"{memory_efficient}-{fused}", ToyShapes(), progress=False)
+        trainer = Trainer(config, out / name, ToyShapes(), progress=False)
+        trainer.model.to(dtype)
         flow = trainer.model.generator.flow
         assert flow.memory_efficient is memory_efficient
         flow.fused = fused
@@ -274,21 +292,34 @@ def test_memory_efficient_and_fused_flows_train_the_same(
 
         def recording_step(*args, step=step, flow=flow, grads=grads, **kwargs):
             # Adam's first step maps every gradient to about +-lr, so compare the gradients.
-            grads.update({n: p.grad.clone() for n, p in flow.named_parameters()})
+            grads.update({n: p.grad.clone().double() for n, p in flow.named_parameters()})
             return step(*args, **kwargs)
 
         trainer.generator_optimizer.step = recording_step
-        values = trainer.train_step(next(iter(trainer.loader)))
+        batch = {
+            key: value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() else value
+            for key, value in next(iter(trainer.loader)).items()
+        }
+        values = trainer.train_step(batch)
         assert bool(kernel_calls) is fused
-        updates.append((values, grads))
-    (values_a, grads_a), *others = updates
-    for values_b, grads_b in others:
-        assert values_a["total_loss"] == pytest.approx(values_b["total_loss"], rel=1e-5)
-        assert grads_a.keys() == grads_b.keys() and grads_a
-        for name in grads_a:
-            # Per tensor, relative to its norm: float32 sums in another order differ elementwise.
-            error = (grads_a[name] - grads_b[name]).norm() / grads_a[name].norm()
-            assert error < 1e-4, (name, float(error))
+        runs[name] = (values, grads)
+    exact_values, exact = runs.pop("float64")
+    assert exact
+
+    def errors(grads):
+        # Per tensor, relative to its norm: float32 sums in another order differ elementwise.
+        return {n: float((grads[n] - exact[n]).norm() / exact[n].norm()) for n in exact}
+
+    plain = errors(runs["plain"][1])
+    typical = float(np.median(list(plain.values())))
+    exact_loss = exact_values["total_loss"]
+    plain_loss_error = abs(runs["plain"][0]["total_loss"] - exact_loss)
+    for name, (values, grads) in runs.items():
+        loss_error = abs(values["total_loss"] - exact_loss)
+        assert loss_error <= 10 * max(plain_loss_error, 1e-6 * abs(exact_loss)), name
+        assert grads.keys() == exact.keys()
+        for tensor, error in errors(grads).items():
+            assert error <= 10 * max(plain[tensor], typical), (name, tensor, error, plain[tensor])
 
 
 def test_nan_generated_cloud_skips_the_step(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
