@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
+from common import check_output_folder, command_line_program
 
 from pcflow.recipes.flowgan import (
     FlowGANConfig,
@@ -42,6 +43,7 @@ def _name(config: FlowGANConfig) -> str:
     return "FlowGAN" if config.model.adversarial else "flow-only"
 
 
+@command_line_program
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint (last.pt)")
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled clouds")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.out is not None:
+        check_output_folder(args.out)  # before the minutes of evaluation, not after
 
     try:
         entries = [(args.name, args.checkpoint)]

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
+from common import command_line_program
 
 from pcflow.recipes.flowgan import load_model
 from pcflow.utils import CheckpointError
@@ -35,9 +39,16 @@ def load_image(path: Path) -> torch.Tensor:
     if not path.is_file():
         raise ImageError(f"image file {str(path)!r} does not exist")
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = opened.copy()
+        with warnings.catch_warnings():
+            # Pillow only warns between 1 and 2 times its pixel limit; refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                image = opened.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(
+            f"image {str(path)!r} is too large to read safely (a decompression bomb?): {error}"
+        ) from None
     except UnidentifiedImageError as error:
         raise ImageError(
             f"{str(path)!r} is not an image file Pillow can read (PNG, JPEG, ...): {error}"
@@ -68,6 +79,7 @@ def load_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
+@command_line_program
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)

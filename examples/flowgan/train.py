@@ -29,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 import torch.distributed as dist
-from common import add_config_arguments, resolve_config
+from common import add_config_arguments, check_output_folder, command_line_program, resolve_config
 
 from pcflow.recipes.flowgan import FlowGANConfig, Trainer, build_dataset
 from pcflow.utils import CheckpointError, load_checkpoint
 
 
+@command_line_program
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_config_arguments(parser)
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _config(args, rank)
         if rank == 0:
+            check_output_folder(args.out)
             print(f"[train] output folder {args.out}", file=sys.stderr)
         # Rank 0 generates the synthetic data (first use); the others wait, then read it.
         if rank == 0:

@@ -16,12 +16,14 @@ import io
 import json
 import multiprocessing
 import os
+import re
+import sys
 import tempfile
 import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,9 +323,12 @@ def _generate_shard(task: tuple[dict[str, Any], str, list[int], str]) -> tuple[s
         try:
             objects.append(_generate_object(config, category, index))
         except Exception as error:
+            hint = ""
+            if isinstance(error, ModuleNotFoundError) and error.name:
+                hint = f"; pcflow needs it: pip install {error.name.split('.')[0]}"
             raise RuntimeError(
                 f"generating synthetic object {_model_id(category, index)} (seed {config.seed}) "
-                f"failed: {type(error).__name__}: {error}"
+                f"failed: {type(error).__name__}: {error}{hint}"
             ) from None
     vertex_counts = np.array([len(o["vertices"]) for o in objects], dtype=np.int64)
     face_counts = np.array([len(o["faces"]) for o in objects], dtype=np.int64)
@@ -386,6 +391,28 @@ def _fingerprint_of(data: Any) -> str | None:
     return str(np.asarray(data["fingerprint"]).reshape(-1)[0])
 
 
+_SHARD_NAME = re.compile(r"[\w.]+-(train|val|test)-\d{3,}\.npz")
+_SHARD_KEYS = frozenset(("fingerprint", "model_ids", "vertex_offsets", "face_offsets", "points"))
+
+
+def _is_own_file(path: Path) -> bool:
+    """Whether ``path`` is a file this generator wrote: a shard (named like one, holding the
+    generator's fingerprint and offsets) or the temporary of an interrupted shard write."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    name = path.name
+    if name.startswith(".") and name.endswith(".tmp"):
+        shard = name[1:].rsplit(".", 2)[0]  # .<shard>.<random>.tmp
+        return _SHARD_NAME.fullmatch(shard) is not None
+    if _SHARD_NAME.fullmatch(name) is None:
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return _SHARD_KEYS <= set(data.files)
+    except Exception:
+        return False
+
+
 def _shard_is_current(path: Path, fingerprint: str) -> bool:
     if not path.exists():
         return False
@@ -394,6 +421,29 @@ def _shard_is_current(path: Path, fingerprint: str) -> bool:
             return _fingerprint_of(data) == fingerprint
     except Exception:
         return False
+
+
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start spawned workers without re-running the caller's script.
+
+    A spawned process imports the parent's ``__main__`` from its file, so a plain script without
+    an ``if __name__ == "__main__":`` guard would run again in every worker and fail there
+    ("An attempt has been made to start a new process before the current process has finished
+    its bootstrapping phase"). The workers run `_generate_shard`, which needs nothing from
+    ``__main__``: while the pool starts, ``__main__`` names no file or module to import.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: v for k, v in vars(main).items() if k in ("__file__", "__spec__")} if main else {}
+    try:
+        if "__file__" in saved:
+            del main.__file__
+        if "__spec__" in saved:
+            main.__spec__ = None
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
 
 
 def generate_synthetic_dataset(
@@ -468,7 +518,9 @@ def generate_synthetic_dataset(
     with tqdm(total=total, desc="synthetic objects", unit="obj", disable=not progress) as bar:
         if num_workers > 0 and len(jobs) > 1:
             context = multiprocessing.get_context("spawn")
-            with context.Pool(min(num_workers, len(jobs))) as pool:
+            with _main_not_reimported():
+                pool = context.Pool(min(num_workers, len(jobs)))
+            with pool:
                 for _, count in pool.imap_unordered(_generate_shard, jobs):
                     bar.update(count)
         else:
@@ -476,8 +528,10 @@ def generate_synthetic_dataset(
                 bar.update(_generate_shard(job)[1])
     elapsed = time.perf_counter() - start
     listed = {root / t["file"] for t in tasks}
-    for stale in (root / "shards").glob("*.npz"):
-        if stale not in listed:  # left over from a dataset generated with another config
+    for stale in (root / "shards").iterdir():
+        # Only pcflow's own files go: shards of a dataset generated with another config, and
+        # temporaries of killed writes. Anything else in the folder belongs to the user.
+        if stale not in listed and _is_own_file(stale):
             stale.unlink()
     manifest = {
         "format": "pcflow-synthetic",
@@ -495,6 +549,23 @@ def generate_synthetic_dataset(
     os.replace(temporary, root / _MANIFEST)
     manifest["config"] = config
     return manifest
+
+
+def _check_shard(path: Path, data: dict[str, np.ndarray], keys: list[str]) -> None:
+    missing = [key for key in [*keys, "model_ids"] if key not in data]
+    if missing:
+        raise ValueError(
+            f"shard {path} lacks {missing} (it holds {sorted(data)}); it was not written by "
+            "this generator: pass regenerate=True"
+        )
+    for key in ("points", "normals"):
+        finite = np.isfinite(data[key]).reshape(len(data[key]), -1).all(axis=1)
+        if not finite.all():
+            bad = [str(data["model_ids"][i]) for i in np.flatnonzero(~finite)[:5]]
+            raise ValueError(
+                f"shard {path} is corrupt: the {key} of {bad} hold NaN or infinite values; "
+                "pass regenerate=True"
+            )
 
 
 # --- dataset -----------------------------------------------------------------------------------
@@ -618,6 +689,7 @@ class SyntheticShapes(Dataset):
                     f"shard {path} was generated with another config than {self.root / _MANIFEST}"
                     "; pass regenerate=True"
                 )
+            _check_shard(path, data, list(fields))
             for key in fields:
                 fields[key].append(data[key])
             model_ids += [str(m) for m in data["model_ids"]]

@@ -150,7 +150,23 @@ class ConditionalPointFlow(Flow):
         return list(self._layers)
 
     # ----------------------------------------------------------------------------------- checks
+    def _check_dtype(self, name: str, tensor: Tensor) -> None:
+        # Without this, a float64 or half input fails deep inside a matmul, unnamed.
+        parameter = next(self.parameters(), None)
+        if (
+            parameter is None
+            or tensor.dtype == parameter.dtype
+            or torch.is_autocast_enabled(tensor.device.type)
+        ):
+            return
+        raise TypeError(
+            f"{name} has dtype {tensor.dtype} but the flow's parameters are {parameter.dtype}; "
+            f"convert one to the other ({name}.to({parameter.dtype}) or flow.to({tensor.dtype}))"
+        )
+
     def _check_context(self, context: Tensor | None, batch: int) -> None:
+        if isinstance(context, Tensor) and context.is_floating_point():
+            self._check_dtype("context", context)
         if self.context_features is not None:
             check_context("context", context, batch, self.context_features)
         elif context is not None:
@@ -162,6 +178,7 @@ class ConditionalPointFlow(Flow):
 
     def _check_points(self, points: Tensor, context: Tensor | None) -> tuple[int, int]:
         batch, num_points, _ = check_points("points", points, self.features)
+        self._check_dtype("points", points)
         self._check_context(context, batch)
         return batch, num_points
 

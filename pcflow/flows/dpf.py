@@ -69,6 +69,20 @@ def dpf_flow(
         raise ValueError(f"coupling must be 'affine' or 'spline', got {coupling!r}")
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
+    if (
+        isinstance(hidden_features, bool)
+        or not isinstance(hidden_features, int)
+        or hidden_features < 1
+    ):
+        raise ValueError(f"hidden_features must be a positive integer, got {hidden_features!r}")
+    if context_features is not None and (
+        isinstance(context_features, bool)
+        or not isinstance(context_features, int)
+        or context_features < 1
+    ):
+        raise ValueError(
+            f"context_features must be a positive integer or None, got {context_features!r}"
+        )
     layer_class = PointAffineCoupling if coupling == "affine" else PointSplineCoupling
     layers = [
         layer_class(

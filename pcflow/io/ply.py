@@ -132,7 +132,29 @@ def _parse_header(stream: Any, path: str) -> tuple[str, list[dict[str, Any]]]:
             raise ValueError(f"{path}: unknown PLY header line {line.strip()!r}")
     if file_format is None:
         raise ValueError(f"{path}: PLY header has no 'format' line")
+    for element in elements:
+        names = [name for name, *_ in element["properties"]]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"{path}: PLY element {element['name']!r} names the properties {repeated} "
+                "more than once"
+            )
     return file_format, elements
+
+
+def _minimum_bytes(element: dict[str, Any], file_format: str) -> int:
+    """The fewest bytes ``element``'s rows can take: checked against the file's size before
+    anything is allocated, so a header claiming 10^12 vertices is refused at once."""
+    properties = element["properties"]
+    if file_format == "ascii":
+        per_row = 2 * len(properties)  # one character and one separator per value
+    else:
+        per_row = sum(
+            np.dtype(_PLY_TYPES[count_type if kind == "list" else kind]).itemsize
+            for _, kind, count_type, _ in properties
+        )
+    return element["count"] * per_row
 
 
 def _read_element(stream: Any, element: dict[str, Any], file_format: str, path: str) -> Any:
@@ -207,23 +229,49 @@ def read_ply(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is not a valid PLY file or has no ``x y z`` vertices; the message
-            names the file and the problem.
+        ValueError: If the file is not a valid PLY file (its size must match its header), has
+            no ``x y z`` vertices, holds NaN or infinite points or normals (which `write_ply`
+            refuses too), or faces whose indices are not vertices; the message names the file
+            and the problem.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"PLY file {path} does not exist")
     with open(path, "rb") as stream:
         file_format, elements = _parse_header(stream, path)
+        body = os.fstat(stream.fileno()).st_size - stream.tell()
+        needed = sum(_minimum_bytes(element, file_format) for element in elements)
+        if needed > body:
+            counts = ", ".join(f"{e['count']:,} {e['name']}" for e in elements)
+            raise ValueError(
+                f"{path}: the PLY header claims {counts} (at least {needed:,} bytes of "
+                f"{file_format} data), but only {body:,} bytes follow it (truncated file or "
+                "wrong header)"
+            )
         data = {}
         for element in elements:
             data[element["name"]] = _read_element(stream, element, file_format, path)
+        rest = stream.read()
+        if rest.strip() if file_format == "ascii" else rest:
+            raise ValueError(
+                f"{path}: {len(rest):,} bytes follow the elements the PLY header declares "
+                f"({file_format}); the header does not match the data (an ASCII body under a "
+                "binary header, or wrong counts)"
+            )
     vertex = data.get("vertex")
     if vertex is None or not all(k in vertex for k in ("x", "y", "z")):
         raise ValueError(f"{path}: PLY file has no 'vertex' element with x, y, z properties")
     result = {"points": np.stack([vertex[k] for k in "xyz"], axis=1).astype(np.float32)}
     if all(k in vertex for k in ("nx", "ny", "nz")):
         result["normals"] = np.stack([vertex[k] for k in ("nx", "ny", "nz")], 1).astype(np.float32)
+    for key in ("points", "normals"):
+        # write_ply refuses these: reading them back must too.
+        if key in result and not np.isfinite(result[key]).all():
+            bad = np.flatnonzero(~np.isfinite(result[key]).all(axis=1))
+            raise ValueError(
+                f"{path}: the {key} of {len(bad)} vertices hold NaN or infinite values "
+                f"(first at vertex {bad[0]})"
+            )
     for prefix in ("", "diffuse_"):
         names = [prefix + c for c in ("red", "green", "blue")]
         if all(k in vertex for k in names):
@@ -233,7 +281,28 @@ def read_ply(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if face is not None and "_lists" in face:
         rows = face["_lists"]
         if file_format == "ascii":
-            rows = [[int(v) for v in row[1 : 1 + int(row[0])]] for row in rows]
+            rows = [_ascii_face(row, index, path) for index, row in enumerate(rows)]
         triangles = [row for row in rows if len(row) == 3]
-        result["faces"] = np.array(triangles, dtype=np.int64).reshape(-1, 3)
+        faces = np.array(triangles, dtype=np.int64).reshape(-1, 3)
+        count = len(result["points"])
+        if faces.size and (faces.min() < 0 or faces.max() >= count):
+            raise ValueError(
+                f"{path}: face indices must lie in [0, {count - 1}] ({count} vertices), got "
+                f"values in [{faces.min()}, {faces.max()}]"
+            )
+        result["faces"] = faces
     return result
+
+
+def _ascii_face(row: list[bytes], index: int, path: str) -> list[int]:
+    try:
+        length = int(row[0])
+        if length < 0 or len(row) < 1 + length:
+            raise ValueError(f"it lists {length} indices but holds {len(row) - 1}")
+        return [int(value) for value in row[1 : 1 + length]]
+    except (ValueError, IndexError) as error:
+        text = b" ".join(row).decode("ascii", errors="replace")[:80]
+        raise ValueError(
+            f"{path}: malformed face {index} {text!r}: a count and that many integer vertex "
+            f"indices expected ({error})"
+        ) from None

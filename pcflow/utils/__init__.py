@@ -7,6 +7,7 @@ from pcflow.utils.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
     load_checkpoint,
+    remove_partial_checkpoints,
     save_checkpoint,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "CheckpointError",
     "load_checkpoint",
+    "remove_partial_checkpoints",
     "save_checkpoint",
 ]

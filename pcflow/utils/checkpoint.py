@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +18,7 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "CheckpointError",
     "load_checkpoint",
+    "remove_partial_checkpoints",
     "save_checkpoint",
 ]
 
@@ -36,7 +40,8 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     then moved over ``path`` with ``os.replace`` (atomic on POSIX and Windows), and the directory
     is ``fsync``-ed. If anything fails or the process is killed on the way, ``path`` keeps its
     previous content and the temporary file is removed (or, after a hard kill, left as a
-    hidden ``.<name>.*.tmp`` file that is never read).
+    hidden ``.<name>.*.tmp`` file that is never read; `remove_partial_checkpoints` deletes
+    those). The file gets the usual permissions for a new file (``0o666`` less the umask).
 
     The state must hold only what ``torch.load(weights_only=True)`` reads back: tensors,
     numbers, strings, ``None``, and lists, tuples and dicts of those (state dicts qualify).
@@ -47,6 +52,10 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
 
     Returns:
         The path written.
+
+    Raises:
+        OSError: With ``errno.ENOSPC`` and a message naming the file and the free space, when
+            the disk is full.
 
     Example:
         >>> import tempfile, torch
@@ -62,16 +71,51 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "state": dict(state)}
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0o600); a checkpoint is as readable as other outputs.
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as file:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        full = _disk_full(error)
+        if full is not None:
+            # torch reports a full disk as "unexpected pos ...", the real cause only chained.
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(
+                full.errno,
+                f"No space left on device: cannot write checkpoint {str(path)!r} "
+                f"({free / 2**20:.1f} MiB free in {str(path.parent)!r})",
+            ) from error
         raise
     _fsync_directory(path.parent)
     return path
+
+
+def remove_partial_checkpoints(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that interrupted `save_checkpoint` calls left for ``path``.
+
+    A process killed while writing leaves a hidden ``.<name>.*.tmp`` file next to ``path``
+    (possibly hundreds of MB). Call this when a run starts, before any checkpoint of ``path`` is
+    being written; only files named the way `save_checkpoint` names them are removed.
+
+    Arguments:
+        path: The checkpoint file whose partial copies are removed (it need not exist).
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for temporary in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if temporary.is_file() and not temporary.is_symlink():
+            temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+    return removed
 
 
 def load_checkpoint(
@@ -130,6 +174,22 @@ def load_checkpoint(
             f"(it holds {sorted(state)})"
         )
     return state
+
+
+def _disk_full(error: BaseException) -> OSError | None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -301,3 +301,90 @@ def test_root_that_is_a_file_is_an_error(tmp_path: Path) -> None:
     path.write_text("x")
     with pytest.raises(NotADirectoryError, match="not a directory"):
         generate_synthetic_dataset(path, SMALL, progress=False)
+
+
+def test_regeneration_deletes_only_its_own_files(tmp_path: Path) -> None:
+    tiny = dataclasses.replace(
+        SMALL, categories=("table",), objects_per_category=2, views_per_object=1, image_size=16
+    )
+    generate_synthetic_dataset(tmp_path, tiny, num_workers=0, progress=False)
+    shards = tmp_path / "shards"
+    own_temporary = shards / ".table-train-000.npz.x1y2.tmp"  # left by a killed write
+    own_temporary.write_bytes(b"partial")
+    users = [shards / "my_experiment.npz", shards / "mug-train-999.npz", shards / "notes.tmp"]
+    np.savez(users[0], points=np.zeros((2, 3)))
+    np.savez(users[1], points=np.zeros((2, 3)))  # a shard's name, not a shard's content
+    users[2].write_text("mine")
+    chairs = dataclasses.replace(tiny, categories=("chair",))
+    generate_synthetic_dataset(tmp_path, chairs, num_workers=0, progress=False, regenerate=True)
+    assert sorted(p.name for p in shards.iterdir()) == sorted(
+        ["chair-train-000.npz", "chair-val-000.npz", *(p.name for p in users)]
+    )
+
+
+def _rewrite_shard(path: Path, change) -> None:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    change(arrays)
+    synthetic._save_npz(path, arrays)
+
+
+def test_shard_with_nan_points_or_without_points_is_named(tmp_path: Path) -> None:
+    tiny = dataclasses.replace(
+        SMALL, categories=("lamp",), objects_per_category=2, views_per_object=1, image_size=16
+    )
+    generate_synthetic_dataset(tmp_path, tiny, num_workers=0, progress=False)
+    shard = tmp_path / "shards" / "lamp-train-000.npz"
+    model_id = str(np.load(shard)["model_ids"][0])
+
+    def poison(arrays: dict) -> None:
+        arrays["points"][0, 5, 1] = np.nan
+
+    _rewrite_shard(shard, poison)
+    with pytest.raises(ValueError, match=rf"lamp-train-000\.npz is corrupt.*{model_id}.*NaN"):
+        SyntheticShapes(tmp_path, "train", progress=False)
+    _rewrite_shard(shard, lambda arrays: arrays.pop("points"))
+    with pytest.raises(ValueError, match=r"lamp-train-000\.npz lacks \['points'\]"):
+        SyntheticShapes(tmp_path, "train", progress=False)
+
+
+@pytest.mark.slow
+def test_plain_script_without_main_guard_generates_in_parallel(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"  # what users write: no `if __name__ == "__main__":`
+    script.write_text(
+        "import dataclasses\n"
+        "from pcflow.data import SyntheticConfig, SyntheticShapes\n"
+        f"config = SyntheticConfig(categories=('mug', 'table'), objects_per_category=2,\n"
+        f"    views_per_object=1, image_size=16, points_per_object=200, seed=7)\n"
+        f"data = SyntheticShapes({str(tmp_path / 'data')!r}, 'train', num_points=50,\n"
+        "    config=config, num_workers=2, progress=False)\n"
+        "print('samples', len(data))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,  # without the fix, workers die at start and the pool never finishes
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("samples") == 1  # the script ran once, not once per worker
+
+
+def test_missing_module_names_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pcflow.data import shapes
+
+    def needs_rtree(rng: np.random.Generator) -> list:
+        raise ModuleNotFoundError("No module named 'rtree'", name="rtree")
+
+    monkeypatch.setitem(shapes.CATEGORY_BUILDERS, "mug", needs_rtree)
+    config = dataclasses.replace(SMALL, categories=("mug",), objects_per_category=1)
+    with pytest.raises(RuntimeError, match=r"mug-00000.*'rtree'; pcflow needs it: pip install rt"):
+        generate_synthetic_dataset(tmp_path, config, num_workers=0, progress=False)

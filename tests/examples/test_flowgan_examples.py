@@ -242,3 +242,73 @@ def test_train_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixtur
         train.main(["--out", str(tmp_path), "--config", str(tmp_path / "none.yaml")])
     with pytest.raises(SystemExit, match="must be an integer"):
         train.main(["--out", str(tmp_path), "--set", "train.epochs=two"])
+
+
+def test_programs_answer_bad_input_with_one_line(tmp_path: Path) -> None:
+    train = _example("train")
+    (tmp_path / "tag.yaml").write_text('data: !!python/object/apply:os.system ["echo owned"]\n')
+    cases = [
+        (["--data", "/nonexistent"], r"^error: data\.source must be .*'/nonexistent'$"),
+        (["--config", str(tmp_path / "tag.yaml")], r"^error: .*tag\.yaml is not valid for pcflow"),
+        (["--set", "loss.gan_kind=lsgn"], r"^error: config key 'loss\.gan_kind' must be one of"),
+    ]
+    for arguments, message in cases:
+        out = tmp_path / "run"
+        with pytest.raises(SystemExit, match=message) as info:
+            train.main(["--preset", "tiny", "--out", str(out), "--no-progress", *arguments])
+        assert "\n" not in str(info.value.code)
+    # The output folder is checked before the data is looked at.
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match=r"^error: cannot write to the output folder .*file/run"):
+        train.main(["--preset", "tiny", "--out", str(tmp_path / "file" / "run"), "--data", "/x"])
+    evaluate = _example("evaluate")
+    with pytest.raises(SystemExit, match=r"^error: cannot write to the output folder .*file/eval"):
+        evaluate.main(
+            ["--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "file/eval")]
+        )
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "train.py"), "--preset", "tiny", "--data", "/nonexistent",
+         "--out", str(tmp_path / "run"), "--no-progress"],
+        capture_output=True, text=True, env=ENV, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: data.source")
+
+
+def test_reconstruct_refuses_a_decompression_bomb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    reconstruct = _example("reconstruct")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a real bomb needs gigabytes
+    for side in (12, 30):  # Pillow warns above its limit, raises above twice the limit
+        Image.fromarray(np.zeros((side, side, 3), np.uint8)).save(tmp_path / "bomb.png")
+        with pytest.raises(reconstruct.ImageError, match="too large to read safely"):
+            reconstruct.load_image(tmp_path / "bomb.png")
+    code = reconstruct.main(
+        ["--checkpoint", str(tmp_path / "none.pt"), "--image", str(tmp_path / "bomb.png")]
+    )
+    assert code != 0
+    assert capsys.readouterr().err.strip().startswith("error: image")
+
+
+def test_user_errors_become_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from PIL.Image import DecompressionBombError
+
+    common = _example("common")
+    cases = [
+        (OSError(errno.ENOSPC, "No space left on device", "runs/x/log.csv"), "error: No space"),
+        (DecompressionBombError("Image size (1 pixels) exceeds limit"), "error: Image size"),
+        (KeyError("unknown config key 'a.b'"), "error: unknown config key 'a.b'"),
+        (ValueError("two\n  lines"), "error: two lines"),
+    ]
+    for raised, message in cases:
+        with pytest.raises(SystemExit) as info, common.user_errors():
+            raise raised
+        assert str(info.value.code).startswith(message) and "\n" not in str(info.value.code)
+    with pytest.raises(ZeroDivisionError), common.user_errors():  # a bug keeps its traceback
+        raise ZeroDivisionError
+    monkeypatch.setenv("PCFLOW_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="shown"), common.user_errors():
+        raise ValueError("shown with its traceback")

@@ -86,7 +86,10 @@ def test_coupling_kwargs_and_memory_efficient_flag():
     [
         ({"coupling": "glow"}, "coupling must be 'affine' or 'spline'"),
         ({"num_layers": 0}, "num_layers must be a positive integer"),
-        ({"context_features": 0}, "context_features must be positive"),
+        ({"context_features": 0}, "context_features must be a positive integer or None, got 0"),
+        ({"hidden_features": 0}, "hidden_features must be a positive integer, got 0"),
+        ({"hidden_features": -3}, "hidden_features must be a positive integer, got -3"),
+        ({"hidden_features": 8.5}, "hidden_features must be a positive integer, got 8.5"),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -232,3 +232,19 @@ def test_errors_name_the_problem():
         flow.sample(10, z, chunk_size=0)
     with pytest.raises(ValueError, match="memory_budget must be a positive"):
         make_flow(memory_budget=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_wrong_dtype_is_named(dtype):
+    flow = make_flow(num_layers=2, dtype=torch.float32)
+    points, z = torch.randn(2, 10, 3), torch.randn(2, 5)
+    message = rf"has dtype {dtype} but the flow's parameters are torch.float32"
+    with pytest.raises(TypeError, match="points " + message):
+        flow.log_prob(points.to(dtype), z)
+    with pytest.raises(TypeError, match="points " + message):
+        flow.transform_to_noise(points.to(dtype), z)
+    with pytest.raises(TypeError, match="context " + message):
+        flow.log_prob(points, z.to(dtype))
+    with pytest.raises(TypeError, match="context " + message):
+        flow.sample(10, z.to(dtype))
+    assert flow.to(dtype).sample(4, z.to(dtype)).dtype == dtype  # converting is the remedy

@@ -126,3 +126,90 @@ def test_write_argument_errors(tmp_path: Path) -> None:
         write_ply(tmp_path / "a.ply", np.full((4, 3), np.nan))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         write_ply(tmp_path / "a.ply", np.zeros((4, 3)), colors=np.full((4, 3), 2.0))
+
+
+def _header(file_format: str, vertices: int, faces: int | None = None) -> bytes:
+    lines = ["ply", f"format {file_format} 1.0", f"element vertex {vertices}"]
+    lines += [f"property float {axis}" for axis in "xyz"]
+    if faces is not None:
+        lines += [f"element face {faces}", "property list uchar int vertex_indices"]
+    return ("\n".join([*lines, "end_header"]) + "\n").encode()
+
+
+def test_size_must_match_the_header(tmp_path: Path) -> None:
+    # An ASCII body under a binary header: its bytes would read as tiny floats (near 6e-10).
+    path = tmp_path / "mislabelled.ply"
+    path.write_bytes(_header("binary_little_endian", 3) + b"0.5 0.25 1\n0.5 0.25 1\n1 1 1\n")
+    with pytest.raises(ValueError, match=r"mislabelled\.ply: the PLY header claims 3 vertex"):
+        read_ply(path)
+    path.write_bytes(_header("binary_little_endian", 1) + b"0.5 0.25 1\n0.5 0.25 1\n1 1 1\n")
+    with pytest.raises(ValueError, match=r"mislabelled\.ply: 16 bytes follow the elements"):
+        read_ply(path)
+    write_ply(tmp_path / "ascii.ply", np.ones((2, 3)), binary=False)
+    with open(tmp_path / "ascii.ply", "a") as stream:
+        stream.write("\n  \n")  # trailing blank lines are harmless
+    assert read_ply(tmp_path / "ascii.ply")["points"].shape == (2, 3)
+    with open(tmp_path / "ascii.ply", "a") as stream:
+        stream.write("1 2 3\n")
+    with pytest.raises(ValueError, match=r"ascii\.ply: 10 bytes follow the elements"):
+        read_ply(tmp_path / "ascii.ply")
+
+
+@pytest.mark.parametrize("file_format", ["binary_little_endian", "ascii"])
+def test_header_claiming_a_trillion_vertices_is_refused_at_once(
+    tmp_path: Path, file_format: str
+) -> None:
+    path = tmp_path / "huge.ply"
+    path.write_bytes(_header(file_format, 10**12) + b"\0" * 60)
+    assert path.stat().st_size < 200
+    with pytest.raises(ValueError, match=r"huge\.ply: the PLY header claims 1,000,000,000,000"):
+        read_ply(path)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nan_and_infinite_points_are_refused_like_write_ply_does(
+    tmp_path: Path, binary: bool, value: float
+) -> None:
+    path = tmp_path / "bad.ply"
+    points = np.ones((4, 3), dtype=np.float32)
+    points[2, 1] = value
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        write_ply(path, points, binary=binary)
+    if binary:
+        path.write_bytes(_header("binary_little_endian", 4) + points.astype("<f4").tobytes())
+    else:
+        rows = "".join(" ".join(f"{v}" for v in row) + "\n" for row in points)
+        path.write_bytes(_header("ascii", 4) + rows.encode())
+    with pytest.raises(ValueError, match=r"bad\.ply: the points of 1 vertices hold NaN or inf.*2"):
+        read_ply(path)
+
+
+def test_faces_must_index_vertices(tmp_path: Path) -> None:
+    path = tmp_path / "faces.ply"
+    body = b"0 0 0\n1 0 0\n0 1 0\n"
+    path.write_bytes(_header("ascii", 3, 1) + body + b"3 0 1 2\n")
+    assert read_ply(path)["faces"].tolist() == [[0, 1, 2]]
+    for face in (b"3 0 1 3\n", b"3 0 -1 2\n"):
+        path.write_bytes(_header("ascii", 3, 1) + body + face)
+        with pytest.raises(ValueError, match=r"faces\.ply: face indices must lie in \[0, 2\]"):
+            read_ply(path)
+    vertices = np.eye(3, dtype="<f4").tobytes()
+    face = np.array([3], "u1").tobytes() + np.array([0, 1, 7], "<i4").tobytes()
+    path.write_bytes(_header("binary_little_endian", 3, 1) + vertices + face)
+    with pytest.raises(ValueError, match=r"faces\.ply: face indices must lie in \[0, 2\]"):
+        read_ply(path)
+    path.write_bytes(_header("ascii", 3, 1) + body + b"3 0 2.5 1\n")
+    with pytest.raises(ValueError, match=r"faces\.ply: malformed face 0 '3 0 2.5 1'"):
+        read_ply(path)
+    path.write_bytes(_header("ascii", 3, 1) + body + b"4 0 1 2\n")
+    with pytest.raises(ValueError, match=r"faces\.ply: malformed face 0.*lists 4 indices"):
+        read_ply(path)
+
+
+def test_duplicated_property_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "twice.ply"
+    header = _header("ascii", 1).replace(b"property float z\n", b"property float y\n")
+    path.write_bytes(header + b"1 2 3\n")
+    with pytest.raises(ValueError, match=r"twice\.ply: PLY element 'vertex' names the .*\['y'\]"):
+        read_ply(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,64 @@ def test_missing_dataset_directory_is_named(tmp_path: Path) -> None:
     )
     with pytest.raises(FileNotFoundError, match="no-shapenet-here"):
         build_dataset(config, "train")
+
+
+def _alias_bomb(levels: int) -> str:
+    lines = ["data:", "  options:", "    l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, levels + 1):
+        previous = ", ".join([f"*l{level - 1}"] * 9)
+        lines.append(f"    l{level}: &l{level} [{previous}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_alias_bomb_is_refused_at_once() -> None:
+    # 9^8 = 43 million strings once expanded: minutes and gigabytes without the guard.
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"aliases expand to [\d,]+ nodes"):
+        FlowGANConfig.from_yaml(_alias_bomb(7)).with_overrides([])
+    with pytest.raises(ValueError, match="aliases expand"):
+        FlowGANConfig().with_overrides([f"data.options.bomb={_alias_bomb(7)!s}"])
+    assert time.perf_counter() - start < 5
+
+
+def test_yaml_aliases_of_normal_size_and_recursive_ones() -> None:
+    text = "optim:\n  betas: &betas [0.5, 0.9]\ndata:\n  options: {betas: *betas}\n"
+    config = FlowGANConfig.from_yaml(text)
+    assert config.optim.betas == config.data.options["betas"] == [0.5, 0.9]
+    with pytest.raises(ValueError, match="recursive"):
+        FlowGANConfig.from_yaml("data:\n  options: &loop {again: *loop}\n")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("loss.gan_kind=lsgn", "'loss.gan_kind' must be one of 'lsgan', 'nonsaturating'"),
+        ("model.decoder=psg", "'model.decoder' must be one of 'flow', 'psgn'"),
+        ("model.coupling=affin", "'model.coupling' must be one of"),
+        ("loss.adversarial_latent=median", "'loss.adversarial_latent' must be one of"),
+        ("eval.emd_method=hungarian", "'eval.emd_method' must be one of"),
+        ("model.image_channels=5", "'model.image_channels' must be one of 3, 4; got 5"),
+        ("train.checkpoint_every=0", "'train.checkpoint_every' must be positive, got 0"),
+        ("model.cloud_scale=0", "'model.cloud_scale' must be positive, got 0.0"),
+        ("model.cloud_scale=.nan", "'model.cloud_scale' must be positive"),
+        ("train.log_every=-1", "'train.log_every' must be positive"),
+        ("train.val_batches=0", "'train.val_batches' must be positive"),
+        ("loss.adversarial_weight=-1", "'loss.adversarial_weight' must be zero or positive"),
+        ("optim.betas=[0.9, 1.5]", "'optim.betas' must be two numbers in"),
+        ("model.point_hidden_features=[8, 0]", "'model.point_hidden_features' must hold positive"),
+    ],
+)
+def test_settings_are_validated_when_the_config_loads(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        FlowGANConfig().with_overrides([override])
+    section, rest = override.split(".", 1)
+    key, value = rest.split("=", 1)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        FlowGANConfig.from_yaml(f"{section}:\n  {key}: {value}\n")
+
+
+def test_gan_kinds_allowed_by_the_config_are_the_losses_kinds() -> None:
+    from pcflow.critics import GAN_LOSS_KINDS
+    from pcflow.recipes.flowgan import config as config_module
+
+    assert config_module._CHOICES["loss.gan_kind"] == GAN_LOSS_KINDS

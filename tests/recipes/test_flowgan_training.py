@@ -336,3 +336,56 @@ def test_nan_generated_cloud_skips_the_step(out: Path, monkeypatch: pytest.Monke
     values = trainer.train_step(next(iter(trainer.loader)))
     assert values["skipped"] == 1.0 and trainer.state.skipped_steps == 1
     assert all(torch.equal(before[k], v) for k, v in trainer.model.named_parameters())
+
+
+@pytest.mark.filterwarnings("ignore:.*validation clouds held NaN")
+@pytest.mark.parametrize("poisoned", ["first", "all"])
+def test_diverged_predictions_do_not_stop_training_at_the_pictures(
+    out: Path, monkeypatch: pytest.MonkeyPatch, poisoned: str
+) -> None:
+    config = _config("train.epochs=1", "train.num_pictures=2")
+    trainer = Trainer(config, out, ToyShapes(count=8), ToyShapes(count=4), progress=False)
+    reconstruct = trainer.model.reconstruct
+
+    def diverged(*args, **kwargs):
+        clouds = reconstruct(*args, **kwargs).clone()
+        clouds[0 if poisoned == "first" else slice(None), 0, 0] = float("inf")
+        return clouds
+
+    monkeypatch.setattr(trainer.model, "reconstruct", diverged)
+    with pytest.warns(UserWarning, match=r"predicted clouds for epoch_001.png hold NaN"):
+        state = trainer.fit()
+    assert state.finished
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["trainer"]["finished"]
+    picture = out / "pictures" / "epoch_001.png"
+    assert picture.exists() == (poisoned == "first")
+
+
+def test_start_removes_partial_checkpoints_of_a_killed_run(out: Path) -> None:
+    partial = out / "checkpoints" / ".last.pt.k1ll3d.tmp"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"\0" * 1024)
+    other = out / "checkpoints" / "mine.tmp"
+    other.write_bytes(b"user file")
+    Trainer(_config(), out, ToyShapes(), progress=False).fit(max_steps=0)
+    assert not partial.exists() and other.exists()
+
+
+def test_weights_that_do_not_fit_their_config_are_a_checkpoint_error(tmp_path: Path) -> None:
+    from pcflow.recipes.flowgan import build_model, load_model
+    from pcflow.utils import save_checkpoint
+
+    config = _config()
+    other = build_model(_config("model.hidden_features=12"))
+    path = save_checkpoint(
+        tmp_path / "mixed.pt", {"config": config.to_dict(), "model": other.state_dict()}
+    )
+    with pytest.raises(CheckpointError, match=r"mixed\.pt' does not fit the model.*size mismatch"):
+        load_model(path)
+
+
+def test_trainer_validates_a_config_edited_in_code(out: Path) -> None:
+    config = _config()
+    config.train.checkpoint_every = 0
+    with pytest.raises(ValueError, match=r"'train\.checkpoint_every' must be positive, got 0"):
+        Trainer(config, out, ToyShapes(), progress=False)

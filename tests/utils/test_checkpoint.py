@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -12,7 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pcflow.utils import CheckpointError, load_checkpoint, save_checkpoint
+from pcflow.utils import (
+    CheckpointError,
+    load_checkpoint,
+    remove_partial_checkpoints,
+    save_checkpoint,
+)
 from pcflow.utils import checkpoint as checkpoint_module
 
 
@@ -145,3 +151,41 @@ def test_incompatible_files(tmp_path: Path) -> None:
 def test_state_must_be_a_mapping(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="mapping"):
         save_checkpoint(tmp_path / "x.pt", [1, 2])  # type: ignore[arg-type]
+
+
+def test_checkpoint_gets_the_usual_file_mode(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "last.pt", _state(1.0))
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_remove_partial_checkpoints_removes_only_its_own_temporaries(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "last.pt", _state(1.0))
+    stale = [tmp_path / ".last.pt.abc123.tmp", tmp_path / ".last.pt.x_y.tmp"]
+    kept = [tmp_path / ".best.pt.abc123.tmp", tmp_path / "last.pt.tmp", tmp_path / "notes.tmp"]
+    for file in stale + kept:
+        file.write_bytes(b"partial")
+    assert sorted(remove_partial_checkpoints(path)) == sorted(stale)
+    assert all(file.exists() for file in [path, *kept])
+    assert not any(file.exists() for file in stale)
+    assert remove_partial_checkpoints(tmp_path / "missing" / "last.pt") == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_full_disk_is_reported_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_checkpoint(tmp_path / "last.pt", _state(1.0))
+    temporary = tmp_path / ".last.pt.full.tmp"
+
+    def full_disk(**kwargs):  # every write to /dev/full fails with ENOSPC
+        temporary.write_bytes(b"")
+        return os.open("/dev/full", os.O_WRONLY), str(temporary)
+
+    monkeypatch.setattr(checkpoint_module.tempfile, "mkstemp", full_disk)
+    with pytest.raises(OSError, match=r"No space left on device: cannot write .*last\.pt") as info:
+        save_checkpoint(path, _state(2.0))
+    assert info.value.errno == errno.ENOSPC
+    assert not temporary.exists()
+    assert torch.equal(load_checkpoint(path)["weights"]["w"], torch.full((3, 4), 1.0))

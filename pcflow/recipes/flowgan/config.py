@@ -279,12 +279,21 @@ class FlowGANConfig:
         Raises:
             KeyError: For an unknown key, naming it with its dotted path.
             TypeError: For a value of the wrong type, naming the key.
+            ValueError: For a value out of range or not among a setting's choices, naming
+                the key and the values allowed.
         """
-        return _build(cls, values, "")
+        return _build(cls, values, "").validate()
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> FlowGANConfig:
-        """Load a config from a YAML file path or a YAML string."""
+        """Load a config from a YAML file path or a YAML string.
+
+        Raises:
+            FileNotFoundError: If the named file does not exist.
+            ValueError: For text that is not YAML, tags that safe loading refuses (such as
+                ``!!python/...``), aliases that expand to more than 100,000 nodes, and the
+                errors of `from_dict`.
+        """
         text = source
         if isinstance(source, Path) or (
             isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
@@ -293,10 +302,20 @@ class FlowGANConfig:
             if not path.is_file():
                 raise FileNotFoundError(f"config file {str(path)!r} does not exist")
             text = path.read_text()
-        values = yaml.safe_load(text) or {}
+        values = _load_yaml(text, str(source) if text is not source else "the config") or {}
         if not isinstance(values, dict):
             raise TypeError(f"a FlowGAN config must be a YAML mapping, got {type(values).__name__}")
         return cls.from_dict(values)
+
+    def validate(self) -> FlowGANConfig:
+        """Check the settings' ranges and choices (done on every load); return ``self``.
+
+        Raises:
+            ValueError: Naming the first key out of range or not among its choices, with the
+                values allowed.
+        """
+        _validate(self)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as nested plain dicts (YAML- and checkpoint-safe)."""
@@ -339,8 +358,149 @@ class FlowGANConfig:
                 raise KeyError(f"unknown config key {key.strip()!r} in override {item!r}")
             if isinstance(node.get(parts[-1]), dict) and parts[-1] not in _FREE_FORM:
                 raise KeyError(f"override {item!r} names a section; give section.key=value")
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = _load_yaml(raw, f"override {item!r}")
         return FlowGANConfig.from_dict(values)
+
+
+_MAX_YAML_NODES = 100_000
+"""Refuse YAML whose aliases expand to more nodes than this (a real config has a few hundred)."""
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    # yaml.safe_load shares aliased nodes, but to_dict/asdict copies them: nested aliases
+    # ("billion laughs") expand exponentially there. Count the expanded size first.
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as error:
+            raise ValueError(f"{source} is not valid YAML: {_one_line(error)}") from None
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, set(), source)
+        if size > _MAX_YAML_NODES:
+            raise ValueError(
+                f"{source}: its YAML aliases expand to {size:,} nodes (at most "
+                f"{_MAX_YAML_NODES:,} are accepted); write the values out instead of nesting "
+                "aliases"
+            )
+        try:
+            return loader.construct_document(node)
+        except yaml.YAMLError as error:  # e.g. a !!python tag, which safe loading refuses
+            raise ValueError(f"{source} is not valid for pcflow: {_one_line(error)}") from None
+    finally:
+        loader.dispose()
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def _expanded_size(
+    node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], source: str
+) -> int:
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise ValueError(f"{source}: a YAML alias refers to a node that contains it (recursive)")
+    open_nodes.add(id(node))
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes, open_nodes, source) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            size += _expanded_size(key, sizes, open_nodes, source)
+            size += _expanded_size(value, sizes, open_nodes, source)
+    open_nodes.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
+_CHOICES = {
+    "model.decoder": ("flow", "psgn"),
+    "model.coupling": ("affine", "spline"),
+    "model.image_arch": ("resnet18",),
+    "model.image_channels": (3, 4),
+    "loss.adversarial_latent": ("mean", "sample"),
+    "loss.gan_kind": ("lsgan", "nonsaturating", "hinge", "wasserstein"),
+    "eval.emd_method": ("exact", "auction", "sinkhorn"),
+}
+_POSITIVE = (
+    "data.num_points",
+    "model.latent_features",
+    "model.num_layers",
+    "model.hidden_features",
+    "model.point_features",
+    "model.image_features",
+    "model.image_size",
+    "model.cloud_scale",
+    "model.critic_point_features",
+    "model.critic_image_features",
+    "model.psgn_points",
+    "optim.lr",
+    "optim.critic_lr",
+    "optim.grad_clip_norm",
+    "train.epochs",
+    "train.batch_size",
+    "train.max_consecutive_nonfinite",
+    "train.checkpoint_every",
+    "train.validate_every",
+    "train.val_batches",
+    "train.log_every",
+    "train.threads",
+    "eval.num_points",
+    "eval.fscore_threshold",
+    "eval.batch_size",
+    "eval.max_per_category",
+)
+_NON_NEGATIVE = (
+    "data.num_workers",
+    "loss.points_weight",
+    "loss.prior_weight",
+    "loss.entropy_weight",
+    "loss.adversarial_weight",
+    "loss.gradient_penalty_weight",
+    "loss.r1_weight",
+    "optim.weight_decay",
+    "train.critic_warmup_epochs",
+    "train.num_pictures",
+)
+
+
+def _validate(config: FlowGANConfig) -> None:
+    # Checked when the config loads, so a typo fails now rather than hours into training.
+    def value(key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(config, section), name)
+
+    for key, allowed in _CHOICES.items():
+        if value(key) not in allowed:
+            raise ValueError(
+                f"config key {key!r} must be one of {', '.join(map(repr, allowed))}; "
+                f"got {value(key)!r}"
+            )
+    for key in _POSITIVE:
+        if value(key) is not None and not value(key) > 0:
+            raise ValueError(f"config key {key!r} must be positive, got {value(key)!r}")
+    for key in _NON_NEGATIVE:
+        if not value(key) >= 0:
+            raise ValueError(f"config key {key!r} must be zero or positive, got {value(key)!r}")
+    widths = {
+        "model.point_hidden_features": config.model.point_hidden_features,
+        "model.critic_hidden_features": config.model.critic_hidden_features,
+        "optim.lr_milestones": config.optim.lr_milestones,
+    }
+    for key, items in widths.items():
+        if any(item < 1 for item in items):
+            raise ValueError(f"config key {key!r} must hold positive integers, got {items!r}")
+    if len(config.optim.betas) != 2 or not all(0 <= beta < 1 for beta in config.optim.betas):
+        raise ValueError(
+            f"config key 'optim.betas' must be two numbers in [0, 1), got {config.optim.betas!r}"
+        )
+    if not config.optim.lr_gamma > 0:
+        raise ValueError(
+            f"config key 'optim.lr_gamma' must be positive, got {config.optim.lr_gamma!r}"
+        )
 
 
 def _build(cls: type, values: Any, prefix: str) -> Any:

@@ -25,7 +25,12 @@ from torch.utils.data import Dataset
 from pcflow.recipes.flowgan.config import FlowGANConfig
 from pcflow.recipes.flowgan.data import make_loader
 from pcflow.recipes.flowgan.model import FlowGAN, PSGNBaseline, build_model
-from pcflow.utils import CheckpointError, load_checkpoint, save_checkpoint
+from pcflow.utils import (
+    CheckpointError,
+    load_checkpoint,
+    remove_partial_checkpoints,
+    save_checkpoint,
+)
 
 __all__ = [
     "NonFiniteLossError",
@@ -135,7 +140,13 @@ def load_model(
 
 
 def _load_weights(model: nn.Module, weights: dict[str, Tensor], path: str | Path) -> None:
-    result = model.load_state_dict(weights, strict=False)
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # size mismatches: weights of another configuration
+        details = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit the model its config describes: {details}"
+        ) from error
     problems = []
     if result.missing_keys:
         problems.append(f"missing {result.missing_keys[:5]}")
@@ -193,7 +204,7 @@ class Trainer:
         progress: bool = True,
         device: str | torch.device | None = None,
     ) -> None:
-        self.config = config
+        self.config = config.validate()  # also a config built or edited in code
         self.out_dir = Path(out_dir)
         self.train_set = train_set
         self.val_set = val_set
@@ -476,6 +487,9 @@ class Trainer:
         config = self.config.train
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("last.pt", "best.pt"):
+                for stale in remove_partial_checkpoints(self.checkpoint_dir / name):
+                    self._print(f"removed {stale}, left by an interrupted checkpoint write")
             self.config.to_yaml(self.out_dir / "config.yaml")
             self._open_logs()
         if self.resumed_at is not None:
@@ -621,8 +635,12 @@ class Trainer:
             dist.barrier()
         return improved
 
-    def picture(self, path: str | Path) -> Path:
-        """Draw predicted clouds under their validation images, next to the true clouds."""
+    def picture(self, path: str | Path) -> Path | None:
+        """Draw predicted clouds under their validation images, next to the true clouds.
+
+        Clouds that hold NaN or infinite points (a diverged model) are left out with a warning;
+        returns ``None`` (and draws nothing) when no cloud is finite.
+        """
         from pcflow.viz import plot_point_clouds
 
         assert self.val_set is not None
@@ -633,6 +651,19 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.train.seed)
             pred = self.model.reconstruct(images, self.config.data.num_points).cpu()
+        # A diverged model must not stop training here: draw the finite clouds, name the rest.
+        finite = torch.isfinite(pred).flatten(1).all(1).tolist()
+        if not all(finite):
+            warnings.warn(
+                f"{finite.count(False)} of {len(finite)} predicted clouds for {Path(path).name} "
+                f"hold NaN or infinite points at step {self.state.global_step} (has the model "
+                "diverged?); they are left out of the picture",
+                stacklevel=2,
+            )
+        samples = [s for s, ok in zip(samples, finite) if ok]
+        pred = pred[torch.tensor(finite, dtype=torch.bool)]
+        if not samples:
+            return None
         clouds, titles, pictures = [], [], []
         for sample, cloud in zip(samples, pred):
             clouds += [cloud, sample["points"]]
