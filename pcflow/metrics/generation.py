@@ -10,7 +10,8 @@ from tqdm.auto import tqdm
 
 from pcflow._checks import check_points
 from pcflow.metrics.chamfer import chamfer_per_shape
-from pcflow.metrics.emd import EMD_METHODS, earth_movers_distance
+from pcflow.metrics.emd import earth_movers_distance
+from pcflow.ops.assignment import EMD_METHODS
 
 __all__ = [
     "coverage",
