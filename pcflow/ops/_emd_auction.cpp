@@ -89,8 +89,10 @@ __attribute__((always_inline)) inline void update(Candidates* candidates, FloatV
 }
 
 // Best and second-best value of cost[j] + price[j] over one padded row (padding costs +inf).
+// Also a shortlist for later bids: the object holding each lane's minimum, and the smallest
+// second-best value of any lane, below which no other object lies.
 inline void best_two(const float* cost, const float* price, int64_t stride, int32_t* best_index,
-                     float* best, float* second) {
+                     float* best, float* second, int32_t* shortlist, float* threshold) {
     Candidates even, odd;
     start(&even, 0);
     start(&odd, kLanes);
@@ -120,12 +122,44 @@ inline void best_two(const float* cost, const float* price, int64_t stride, int3
         }
     }
     float runner_up = best2[winner];
+    float floor = best2[0];
     for (int l = 0; l < kBlock; ++l) {
         if (l != winner && best1[l] < runner_up) runner_up = best1[l];
+        floor = std::min(floor, best2[l]);
+        shortlist[l] = index1[l];
     }
     *best_index = index1[winner];
     *best = best1[winner];
     *second = runner_up;
+    *threshold = floor;
+}
+
+// The bid of one person: best object and the best and second-best values. Prices only rise,
+// so an object off the person's shortlist still costs at least the shortlist's threshold; when
+// the two best of the shortlist are below it, they are the row's two best (ties broken by the
+// lowest index, as the full scan does) and the scan of the whole row is skipped.
+inline void find_bid(const float* row, const float* price, int64_t stride, int32_t* shortlist,
+                     float* threshold, int32_t* best_index, float* best, float* second) {
+    float value1 = std::numeric_limits<float>::infinity(), value2 = value1;
+    int32_t index = -1;
+    for (int l = 0; l < kBlock; ++l) {
+        const int32_t object = shortlist[l];
+        const float value = row[object] + price[object];
+        if (value < value1 || (value == value1 && object < index)) {
+            value2 = value1;
+            value1 = value;
+            index = object;
+        } else if (value < value2) {
+            value2 = value;
+        }
+    }
+    if (value2 < *threshold) {
+        *best_index = index;
+        *best = value1;
+        *second = value2;
+        return;
+    }
+    best_two(row, price, stride, best_index, best, second, shortlist, threshold);
 }
 
 // Smallest value of cost[j] + price[j] over one padded row.
@@ -208,6 +242,9 @@ void solve_pair(const double* x, const double* y, int64_t n, int64_t dim, const 
     }
 
     std::vector<float> price(stride, 0.0f);
+    // No shortlist yet: a threshold of -inf sends the first bid of everyone to a full scan.
+    std::vector<int32_t> shortlist(static_cast<size_t>(n) * kBlock, 0);
+    std::vector<float> threshold(n, -std::numeric_limits<float>::infinity());
     std::vector<int32_t> person_to_object(n, -1), object_to_person(n, -1), queue;
     queue.reserve(n);
     const float resolution = 8.0f * std::numeric_limits<float>::epsilon();
@@ -238,8 +275,9 @@ void solve_pair(const double* x, const double* y, int64_t n, int64_t dim, const 
             queue.pop_back();
             int32_t object;
             float best, second;
-            best_two(cost.data() + person * stride, price.data(), stride, &object, &best,
-                     &second);
+            find_bid(cost.data() + person * stride, price.data(), stride,
+                     shortlist.data() + person * kBlock, threshold.data() + person, &object,
+                     &best, &second);
             if (!std::isfinite(second)) second = best;  // n = 1
             price[object] = price[object] + ((second - best) + eps);
             const int32_t previous = object_to_person[object];
@@ -268,7 +306,10 @@ void solve_pair(const double* x, const double* y, int64_t n, int64_t dim, const 
                                                       std::numeric_limits<float>::min()));
         // Out of phases, the matching is kept with its (larger) certified gap.
         if (gap <= options.tol || phase + 1 == options.max_phases) break;
-        eps = eps / static_cast<float>(options.eps_scaling);
+        // The gap shrinks about in proportion to eps: near the target, a smaller step than
+        // eps_scaling reaches it with a cheaper last phase.
+        const double step = std::max(1.0 / options.eps_scaling, std::min(0.5, 0.7 * options.tol / gap));
+        eps = static_cast<float>(eps * step);
         // Only the persons that violate the tighter slackness bid again.
         for (int64_t i = n - 1; i >= 0; --i) {
             const int32_t object = person_to_object[i];
