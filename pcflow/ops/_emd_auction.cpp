@@ -80,7 +80,8 @@ inline void start(Candidates* candidates, int offset) {
     std::memcpy(&candidates->index1, lanes, sizeof(IntVec));
 }
 
-__attribute__((always_inline)) inline void update(Candidates* candidates, FloatVec value, IntVec index) {
+__attribute__((always_inline)) inline void update(Candidates* candidates, FloatVec value,
+                                                  IntVec index) {
     IntVec smaller = value < candidates->best1;
     candidates->best2 =
         smaller ? candidates->best1 : (value < candidates->best2 ? value : candidates->best2);
@@ -248,7 +249,9 @@ void solve_pair(const double* x, const double* y, int64_t n, int64_t dim, const 
     std::vector<int32_t> person_to_object(n, -1), object_to_person(n, -1), queue;
     queue.reserve(n);
     const float resolution = 8.0f * std::numeric_limits<float>::epsilon();
-    float eps = std::max(largest_cost, std::numeric_limits<float>::min()) / 4.0f;
+    // The first increment: a sixteenth of the largest cost (measured: fewer bids in all than a
+    // quarter or a sixty-fourth, on spheres, airplanes and lamps of 2,048 points).
+    float eps = std::max(largest_cost, std::numeric_limits<float>::min()) / 16.0f;
     double gap = std::numeric_limits<double>::infinity();
     for (int32_t i = 0; i < n; ++i) queue.push_back(static_cast<int32_t>(n - 1 - i));
 
@@ -308,7 +311,8 @@ void solve_pair(const double* x, const double* y, int64_t n, int64_t dim, const 
         if (gap <= options.tol || phase + 1 == options.max_phases) break;
         // The gap shrinks about in proportion to eps: near the target, a smaller step than
         // eps_scaling reaches it with a cheaper last phase.
-        const double step = std::max(1.0 / options.eps_scaling, std::min(0.5, 0.7 * options.tol / gap));
+        const double step =
+            std::max(1.0 / options.eps_scaling, std::min(0.5, 0.7 * options.tol / gap));
         eps = static_cast<float>(eps * step);
         // Only the persons that violate the tighter slackness bid again.
         for (int64_t i = n - 1; i >= 0; --i) {
