@@ -8,7 +8,7 @@ from torch import Tensor
 from pcflow._checks import check_lengths, check_points
 from pcflow.ops.assignment import assign, matched_distances
 
-__all__ = ["earth_movers_distance", "pair_lengths"]
+__all__ = ["earth_movers_distance"]
 
 
 def pair_lengths(

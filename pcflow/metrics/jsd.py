@@ -12,7 +12,7 @@ from torch import Tensor
 
 from pcflow._checks import check_points
 
-__all__ = ["grid_counts", "jensen_shannon_divergence", "unit_cube_grid"]
+__all__ = ["jensen_shannon_divergence"]
 
 _BOUND = 0.5 + 1e-3  # PointFlow's tolerance for points in the unit cube or ball
 
