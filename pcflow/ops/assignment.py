@@ -89,12 +89,13 @@ def _normalised(x: Tensor, y: Tensor, lengths: Tensor | None, dtype: torch.dtype
     """
     x, y = x.detach().to(torch.float64), y.detach().to(torch.float64)
     if lengths is None:
-        centre = y.mean(1, keepdim=True)
-        valid = None
+        x, y = x - y.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
     else:
+        # Padding may hold any finite values: zeroed, it changes neither centre nor scale.
         valid = torch.arange(x.shape[1], device=x.device)[None] < lengths.to(x.device)[:, None]
-        centre = (y * valid[..., None]).sum(1, keepdim=True) / lengths.to(x)[:, None, None]
-    x, y = x - centre, y - centre
+        x, y = x * valid[..., None], y * valid[..., None]
+        centre = y.sum(1, keepdim=True) / lengths.to(x)[:, None, None]
+        x, y = (x - centre) * valid[..., None], (y - centre) * valid[..., None]
     spread = torch.maximum(x.abs().amax(dim=(1, 2)), y.abs().amax(dim=(1, 2)))
     if not bool(torch.isfinite(spread).all()):
         raise ValueError(
