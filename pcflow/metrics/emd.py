@@ -56,9 +56,9 @@ def earth_movers_distance(
     This is the convention of the papers' tables: PointFlow's EMD (its approximate CUDA kernel
     returns the summed matched distance, divided by ``N`` by its evaluation code), DPF-Nets and
     FlowGAN. ``method="exact"`` solves the assignment exactly (the default, for tables);
-    ``"auction"`` (native C++ on CPU, 10 to 20 times faster than exact at N = 2,048) and
+    ``"auction"`` (native C++ on CPU, 10 to 16 times faster than exact at N = 2,048) and
     ``"sinkhorn"`` return a valid matching whose value is an upper bound within a certified
-    relative error ``tol`` of the exact one; measured errors are 10 to 100 times smaller
+    relative error ``tol`` of the exact one; measured errors are 2 to 10 times smaller
     (``docs/benchmarks.md``). Any finite coordinates give a finite value (the solvers work on
     rescaled copies). Computed without gradient; for training see ``pcflow.losses.emd_loss``.
 

@@ -376,7 +376,7 @@ def generation_metrics(
         batch_size: Pairs per call of the distance.
         progress: Show progress bars.
         emd_method: ``"exact"`` (the default), ``"auction"`` (native on CPU, within a certified
-            relative error ``emd_tol`` of exact; measured 10 to 100 times less) or
+            relative error ``emd_tol`` of exact; measured 2 to 10 times less) or
             ``"sinkhorn"``.
         emd_tol: Certified relative error of the approximate EMD methods.
         num_workers: Threads of the EMD solvers (``None``: all cores).

@@ -444,21 +444,23 @@ def auction_assignment(
     ends when every point is matched, which then holds within ``eps`` per point of optimal.
     Between phases ``eps`` shrinks by ``eps_scaling`` and only the points violating the new
     slackness bid again. A pair stops once its certified gap, the matching's cost minus a dual
-    lower bound (from the prices, or the sum of nearest-neighbour distances if larger),
-    relative to that bound, is at most ``tol``; the relative error against the exact optimum
-    is therefore at most ``tol`` (measured errors are 10 to 100 times smaller, see
-    ``docs/benchmarks.md``). Coordinates are centred and scaled by a power of two first, so
-    any finite input gives finite costs.
+    lower bound (from the prices, tightened by column potentials in the native backend, or
+    the sum of nearest-neighbour distances if larger), relative to that bound, is at most
+    ``tol``; the relative error against the exact optimum is therefore at most ``tol``
+    (measured: 2 to 10 times smaller, ``docs/benchmarks.md``). Coordinates are centred and
+    scaled by a power of two first, so any finite input gives finite costs.
 
-    Two backends:
+    Backends:
 
     - ``"native"``: C++ (``pcflow/ops/_emd_auction.cpp``, compiled per instruction set on
       first use), sequential bidding on a float32 cost matrix, one thread per pair over
-      ``num_threads`` threads. At N = 2,048 it is 10 to 20 times faster than the exact solver
+      ``num_threads`` threads. At N = 2,048 it is 10 to 16 times faster than the exact solver
       (``benchmarks/test_emd.py``). The matching is deterministic: the same for any number of
       threads, run and instruction set. Memory: ``4 N**2`` bytes per thread.
     - ``"torch"``: all free points of ``chunk_size`` pairs bid at once (Jacobi auction) in
       torch, so it runs on any device; meant for GPU tensors (on CPU it is slower than exact).
+      Its reductions (maxima over bids) do not depend on the order of evaluation, so it is
+      deterministic too.
     - ``"auto"``: native for CPU tensors (torch, with one warning, if the kernel cannot be
       built), torch elsewhere.
 
