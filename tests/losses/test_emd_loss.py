@@ -95,10 +95,11 @@ def test_huge_coordinates_give_the_exact_value_quickly(method: str) -> None:
     x = (torch.randn(1, 16, 3, generator=generator) * 1e20).requires_grad_()
     y = torch.randn(1, 16, 3, generator=generator) * 1e20
     reference = exact_emd(x.detach().double().numpy()[0], y.double().numpy()[0])
-    start = time.perf_counter()
+    # CPU time of this process: on a shared machine the wall clock also counts other jobs.
+    start = time.process_time()
     loss = emd_loss(x, y, method=method, tol=0.01)
     loss.backward()
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     assert reference <= loss.item() * (1 + 1e-6) <= reference * 1.01 * (1 + 1e-6)
     assert torch.isfinite(x.grad).all()
 

@@ -96,9 +96,10 @@ def test_huge_coordinates_give_the_value_within_a_second(method: str) -> None:
     # never returned (every float32 cost inf, every bid NaN).
     generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(2, 1, 16, 3, generator=generator) * 1e20
-    start = time.perf_counter()
+    # CPU time of this process: on a shared machine the wall clock also counts other jobs.
+    start = time.process_time()
     value = earth_movers_distance(x, y, method)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     exact = reference_emd(x, y)[0]
     # float32 result of a float64 value: one rounding; approximate methods within tol = 1%.
     assert exact * (1 - 1e-6) <= value.item() <= exact * 1.01 * (1 + 1e-6)

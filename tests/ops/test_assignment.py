@@ -183,9 +183,10 @@ def test_huge_coordinates_answer_quickly_and_correctly(method) -> None:
     # returned. The solvers work on centred copies scaled by a power of two.
     generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(2, 1, 16, 3, generator=generator) * 1e20
-    start = time.perf_counter()
+    # CPU time of this process: on a shared machine the wall clock also counts other jobs.
+    start = time.process_time()
     result = method(x, y)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     assert_permutation(result.permutation, 16)
     cost = assignment_cost(x, y, result.permutation)
     assert reference_cost(x, y)[0] <= cost[0] * (1 + 1e-12) <= reference_cost(x, y)[0] * 1.01

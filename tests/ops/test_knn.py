@@ -285,7 +285,8 @@ def test_float32_extreme_coordinates_error_or_correct(backend, scale):
     # neighbours, with the distances float32 can hold.
     generator = torch.Generator().manual_seed(1)
     p1, p2 = torch.randn(2, 1, 300, 3, generator=generator) * scale
-    start = time.perf_counter()
+    # CPU time of this process: on a shared machine the wall clock also counts other jobs.
+    start = time.process_time()
     if scale > 1:
         with pytest.raises(ValueError, match=r"p1 and p2: distances .* overflow torch.float32"):
             knn_points(p1, p2, backend=backend)
@@ -294,7 +295,7 @@ def test_float32_extreme_coordinates_error_or_correct(backend, scale):
         expected = reference_knn(p1.double() / scale, p2.double() / scale, [300], [300], 2)
         found = reference_knn_at(p1.double() / scale, p2.double() / scale, result.idx)
         torch.testing.assert_close(found, expected, rtol=1e-5, atol=0)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
 
 
 def reference_knn_at(p1, p2, idx):
