@@ -1,4 +1,4 @@
-"""Benchmark: pairwise distance matrices for MMD/COV/1-NNA, 100 generated vs 100 reference clouds.
+"""Benchmark: generation metrics (MMD/COV/1-NNA with CD and EMD, JSD), 100 vs 100 clouds.
 
 Run: ``.venv/bin/python -m pytest benchmarks/test_generation_metrics.py --benchmark-only -q -s``.
 Times the three matrices that ``generation_metrics`` needs (``S x R``, ``S x S`` upper
@@ -6,8 +6,9 @@ triangle, ``R x R`` upper triangle) for ``S = R = 100`` clouds of 2,048 points w
 (KD-tree fast path), against the naive ``cdist`` + ``min`` Chamfer of PointFlow's evaluation code
 measured in the same run on a subset and scaled by the pair count. EMD matrices cost about a
 pair's EMD times the 19,900 pairs: they are timed on ``PCFLOW_BENCH_EMD_CLOUDS`` clouds per set
-(default 3) and extrapolated in ``extra_info``. The auction runs with one torch thread, its
-fastest setting on a loaded CPU (see ``benchmarks/test_emd.py``).
+(default 3) and extrapolated in ``extra_info``. ``test_generation_metrics_all`` times the
+whole ``generation_metrics`` call, every metric, with the native auction EMD (several minutes;
+``PCFLOW_BENCH_CLOUDS`` sets the clouds per set).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 import torch
 
-from pcflow.metrics import pairwise_chamfer, pairwise_emd
+from pcflow.metrics import generation_metrics, pairwise_chamfer, pairwise_emd
 
 NUM_CLOUDS = int(os.environ.get("PCFLOW_BENCH_CLOUDS", "100"))
 EMD_CLOUDS = int(os.environ.get("PCFLOW_BENCH_EMD_CLOUDS", "3"))
@@ -118,4 +119,30 @@ def test_pairwise_emd_exact(benchmark) -> None:
 
 
 def test_pairwise_emd_auction(benchmark) -> None:
-    _emd_benchmark(benchmark, "auction", torch_threads=1, tol=0.05)
+    _emd_benchmark(benchmark, "auction", tol=0.01)
+
+
+def test_generation_metrics_all(benchmark) -> None:
+    # Clouds inside the ball of radius 0.5, as JSD's grid needs (their radius is at most 1.1).
+    generated, reference = _clouds(NUM_CLOUDS, 0) / 2.2, _clouds(NUM_CLOUDS, 1) / 2.2
+    # On a shared machine the wall time measures the other jobs too; the process's CPU time
+    # over the cores it used is what an unshared machine would take.
+    cpu_start = time.process_time()
+    scores = benchmark.pedantic(
+        generation_metrics,
+        args=(generated, reference),
+        kwargs=dict(metrics=("cd", "emd", "jsd"), emd_method="auction", progress=True),
+        rounds=1,
+        iterations=1,
+    )
+    seconds = benchmark.stats.stats.mean
+    cpu_seconds = time.process_time() - cpu_start
+    benchmark.extra_info.update(
+        {"clouds_per_set": NUM_CLOUDS, "seconds": seconds, "cpu_seconds": cpu_seconds, **scores}
+    )
+    print(
+        f"\ngeneration_metrics, {NUM_CLOUDS} vs {NUM_CLOUDS}, every metric: {seconds:.0f} s wall, "
+        f"{cpu_seconds:.0f} s CPU time ({cpu_seconds / os.cpu_count():.0f} s over "
+        f"{os.cpu_count()} cores)"
+    )
+    print(scores)

@@ -51,7 +51,10 @@ __all__ = [
 
 _PACKAGE = Path(__file__).resolve().parent
 
-SOURCES: dict[str, str] = {"fused_affine": "flows/_fused_affine.cpp"}
+SOURCES: dict[str, str] = {
+    "fused_affine": "flows/_fused_affine.cpp",
+    "emd_auction": "ops/_emd_auction.cpp",
+}
 """Native kernels: name -> source, relative to the package."""
 
 _COMMON = [

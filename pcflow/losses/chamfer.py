@@ -8,11 +8,10 @@ from torch import Tensor
 
 from pcflow._checks import check_finite, check_lengths, check_points, check_same_batch
 from pcflow.ops.knn import (
-    bruteforce_nearest_both,
-    bruteforce_search,
+    check_distances_finite,
     distances_from_indices,
-    kdtree_search,
     knn_gather,
+    nearest_neighbours,
     resolve_backend,
 )
 
@@ -141,7 +140,9 @@ def chamfer_distance(
             x, y, batch_reduction, point_reduction, single_directional, return_normals
         )
 
-    idx_xy, idx_yx = _nearest(x, y, x_lengths, y_lengths, norm, single_directional, backend)
+    idx_xy, idx_yx = nearest_neighbours(
+        x, y, x_lengths, y_lengths, norm, single_directional, backend
+    )
     cham_x, normals_x = _one_direction(
         x,
         y,
@@ -247,26 +248,6 @@ def _full_lengths(lengths: Tensor | None, batch: int, num: int, device: torch.de
     return lengths.to(device=device, dtype=torch.int64)
 
 
-def _nearest(
-    x: Tensor,
-    y: Tensor,
-    x_lengths: Tensor,
-    y_lengths: Tensor,
-    norm: int,
-    single_directional: bool,
-    backend: str,
-) -> tuple[Tensor, Tensor | None]:
-    if backend == "kdtree":
-        problems = [(x, y, x_lengths, y_lengths)]
-        if not single_directional:
-            problems.append((y, x, y_lengths, x_lengths))
-        found = kdtree_search(problems, 1, norm)
-        return found[0], (None if single_directional else found[1])
-    if single_directional:
-        return bruteforce_search(x, y, x_lengths, y_lengths, 1, norm), None
-    return bruteforce_nearest_both(x, y, x_lengths, y_lengths, norm)
-
-
 def _one_direction(
     x: Tensor,
     y: Tensor,
@@ -282,6 +263,7 @@ def _one_direction(
     return_normals: bool,
 ) -> tuple[Tensor, Tensor | None]:
     dists, idx = distances_from_indices(x, y, idx, x_lengths, y_lengths, norm)
+    check_distances_finite("x", x, "y", y, dists)
     cham = dists[..., 0]  # (B, N), zero at padding
     cham_normals = None
     if return_normals:

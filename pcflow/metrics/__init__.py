@@ -1,4 +1,4 @@
-"""Evaluation metrics on point sets: CD, EMD, F-score and generation metrics (MMD, COV, 1-NNA)."""
+"""Evaluation metrics on point sets: CD, EMD, F-score, generation metrics (MMD, COV, 1-NNA, JSD)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pcflow.metrics.generation import (
     pairwise_chamfer,
     pairwise_emd,
 )
+from pcflow.metrics.jsd import jensen_shannon_divergence
 
 __all__ = [
     "FScore",
@@ -21,6 +22,7 @@ __all__ = [
     "earth_movers_distance",
     "f_score",
     "generation_metrics",
+    "jensen_shannon_divergence",
     "minimum_matching_distance",
     "nearest_neighbour_accuracy",
     "pairwise_chamfer",

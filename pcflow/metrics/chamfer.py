@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pcflow.losses.chamfer import chamfer_distance
+from pcflow._checks import check_lengths, check_points, check_same_batch
+from pcflow.ops.knn import (
+    check_distances_finite,
+    distances_from_indices,
+    nearest_neighbours,
+    resolve_backend,
+)
 
 __all__ = ["chamfer_per_shape"]
 
@@ -35,7 +41,8 @@ def chamfer_per_shape(
         gt: ``(B, M, D)`` ground-truth point sets.
         pred_lengths: ``(B,)`` valid sizes of padded predicted sets, or ``None``.
         gt_lengths: ``(B,)`` valid sizes of padded ground-truth sets, or ``None``.
-        backend: Nearest-neighbour backend, see ``pcflow.ops.knn_points``.
+        backend: Nearest-neighbour backend, see ``pcflow.ops.knn_points`` (``"pytorch3d"``
+            searches with the KD-tree or brute force here).
 
     Returns:
         ``(B,)`` Chamfer distances.
@@ -47,13 +54,28 @@ def chamfer_per_shape(
         >>> chamfer_per_shape(gt, gt)
         tensor([0., 0., 0.])
     """
-    with torch.no_grad():
-        loss, _ = chamfer_distance(
-            pred,
-            gt,
-            x_lengths=pred_lengths,
-            y_lengths=gt_lengths,
-            batch_reduction=None,
-            backend=backend,
+    batch, num_pred, dim = check_points("pred", pred)
+    _, num_gt, _ = check_points("gt", gt, dim)
+    check_same_batch("pred", pred, "gt", gt)
+    check_lengths("pred_lengths", pred_lengths, batch, num_pred)
+    check_lengths("gt_lengths", gt_lengths, batch, num_gt)
+    if pred.device != gt.device or pred.dtype != gt.dtype:
+        raise ValueError(
+            f"pred and gt must share device and dtype, got {pred.device}/{pred.dtype} and "
+            f"{gt.device}/{gt.dtype}"
         )
-    return loss
+    backend = resolve_backend(backend, pred.device, num_pred, num_gt)
+    if backend == "pytorch3d":
+        backend = resolve_backend("auto", torch.device("cpu"), num_pred, num_gt)
+    with torch.no_grad():
+        if pred_lengths is None:
+            pred_lengths = torch.full((batch,), num_pred, device=pred.device)
+        if gt_lengths is None:
+            gt_lengths = torch.full((batch,), num_gt, device=pred.device)
+        pred_lengths, gt_lengths = pred_lengths.to(pred.device), gt_lengths.to(pred.device)
+        idx_pg, idx_gp = nearest_neighbours(pred, gt, pred_lengths, gt_lengths, 2, False, backend)
+        to_gt, _ = distances_from_indices(pred, gt, idx_pg, pred_lengths, gt_lengths, 2)
+        to_pred, _ = distances_from_indices(gt, pred, idx_gp, gt_lengths, pred_lengths, 2)
+        check_distances_finite("pred", pred, "gt", gt, to_gt)
+        check_distances_finite("pred", pred, "gt", gt, to_pred)
+        return to_gt[..., 0].sum(1) / pred_lengths + to_pred[..., 0].sum(1) / gt_lengths

@@ -88,8 +88,14 @@ def f_score(
     if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold <= 0:
         raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
     with torch.no_grad():
-        to_gt = knn_points(pred, gt, pred_lengths, gt_lengths, backend=backend).dists[..., 0]
-        to_pred = knn_points(gt, pred, gt_lengths, pred_lengths, backend=backend).dists[..., 0]
+        try:
+            to_gt = knn_points(pred, gt, pred_lengths, gt_lengths, backend=backend).dists[..., 0]
+            to_pred = knn_points(gt, pred, gt_lengths, pred_lengths, backend=backend).dists[..., 0]
+        except ValueError as error:  # name the arguments as the caller knows them
+            message = (
+                str(error).replace("p1 and p2", "pred and gt").replace("p2 and p1", "gt and pred")
+            )
+            raise ValueError(message) from error
         precision = _fraction_within(to_gt, pred_lengths, threshold, squared)
         recall = _fraction_within(to_pred, gt_lengths, threshold, squared)
         total = precision + recall

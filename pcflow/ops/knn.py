@@ -191,6 +191,7 @@ def knn_points(
     else:
         idx = bruteforce_search(p1, p2, lengths1, lengths2, K, norm)
     dists, idx = distances_from_indices(p1, p2, idx, lengths1, lengths2, norm)
+    check_distances_finite("p1", p1, "p2", p2, dists)
     nn = knn_gather(p2, idx, lengths2) if return_nn else None
     return KNN(dists, idx, nn)
 
@@ -233,6 +234,40 @@ def distances_from_indices(
     difference = p1[:, :, None, :] - knn_gather(p2, idx)
     dists = difference.square().sum(-1) if norm == 2 else difference.abs().sum(-1)
     return dists.masked_fill(~valid, 0.0), idx
+
+
+def check_distances_finite(name1: str, p1: Tensor, name2: str, p2: Tensor, dists: Tensor) -> None:
+    """Raise ``ValueError`` if distances between finite points overflowed their dtype."""
+    if not bool(torch.isfinite(dists).all()):
+        largest = float(torch.maximum(p1.detach().abs().max(), p2.detach().abs().max()))
+        raise ValueError(
+            f"{name1} and {name2}: distances between their points overflow {p1.dtype} (largest "
+            f"|coordinate| {largest:.3g}); pass float64 tensors or rescale the clouds"
+        )
+
+
+def search_copies(
+    p1: Tensor, p2: Tensor, lengths1: Tensor, lengths2: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Detached copies of both sets for the neighbour search: padding zeroed, safe range.
+
+    Padded points may hold any finite values, so they are set to zero (the search never
+    returns them). Valid coordinates beyond ``2**40`` (squares near float32's limit) or below
+    ``2**-40`` (squares near its smallest normal) are scaled by the same power of two, which is
+    exact and changes no nearest neighbour, so the search never sees an infinite or vanishing
+    distance (the KD-tree then answered an out-of-range index, brute force arbitrary
+    neighbours).
+    """
+    valid1 = torch.arange(p1.shape[1], device=p1.device)[None] < lengths1.to(p1.device)[:, None]
+    valid2 = torch.arange(p2.shape[1], device=p2.device)[None] < lengths2.to(p2.device)[:, None]
+    p1 = torch.where(valid1[..., None], p1.detach(), 0.0)
+    p2 = torch.where(valid2[..., None], p2.detach(), 0.0)
+    largest = torch.maximum(p1.abs().max(), p2.abs().max())
+    if largest == 0 or 2.0**-40 <= largest <= 2.0**40:
+        return p1, p2
+    _, exponent = torch.frexp(largest.double())
+    scale = 2.0 ** (-int(exponent))
+    return p1 * scale, p2 * scale
 
 
 def _check_options(K: int, norm: int, p1: Tensor, p2: Tensor) -> None:
@@ -282,11 +317,11 @@ def _augmented(
     leaves every distance unchanged. For ``norm=1`` the moved sets are returned as they are.
     """
     dtype = _search_dtype(p1.dtype)
-    p1, p2 = p1.detach().to(dtype), p2.detach().to(dtype)
+    p1, p2 = search_copies(p1.to(dtype), p2.to(dtype), lengths1, lengths2)
     valid1 = torch.arange(p1.shape[1], device=p1.device)[None] < lengths1[:, None]
     valid2 = torch.arange(p2.shape[1], device=p2.device)[None] < lengths2[:, None]
-    centre = (p2 * valid2[..., None]).sum(1, keepdim=True) / lengths2[:, None, None].to(dtype)
-    # Padding may hold any finite values: zero it so that it cannot reach a valid point.
+    centre = p2.sum(1, keepdim=True) / lengths2[:, None, None].to(dtype)  # padding is zero
+    # Zero the padding again after the move so that it cannot reach a valid point.
     p1 = (p1 - centre).masked_fill(~valid1[..., None], 0.0)
     p2 = (p2 - centre).masked_fill(~valid2[..., None], 0.0)
     if norm == 1:
@@ -475,8 +510,8 @@ def kdtree_search(
     outputs = []
     for p1, p2, lengths1, lengths2 in problems:
         dtype = torch.float64 if p1.dtype == torch.float64 else torch.float32
-        a = np.ascontiguousarray(p1.detach().to("cpu", dtype).numpy())
-        b = np.ascontiguousarray(p2.detach().to("cpu", dtype).numpy())
+        a, b = search_copies(p1.to("cpu", dtype), p2.to("cpu", dtype), lengths1, lengths2)
+        a, b = np.ascontiguousarray(a.numpy()), np.ascontiguousarray(b.numpy())
         out = np.zeros((a.shape[0], a.shape[1], K), dtype=np.int64)
         outputs.append(out)
         for i, (n1, n2) in enumerate(zip(lengths1.tolist(), lengths2.tolist())):
@@ -497,3 +532,30 @@ def kdtree_search(
     return [
         torch.from_numpy(out).to(p1.device) for out, (p1, *_) in zip(outputs, problems, strict=True)
     ]
+
+
+def nearest_neighbours(
+    x: Tensor,
+    y: Tensor,
+    x_lengths: Tensor,
+    y_lengths: Tensor,
+    norm: int,
+    single_directional: bool,
+    backend: str,
+) -> tuple[Tensor, Tensor | None]:
+    """Nearest neighbour in ``y`` of every point of ``x`` and, unless ``single_directional``,
+    in ``x`` of every point of ``y``, by a resolved ``backend`` (``"kdtree"`` or
+    ``"bruteforce"``); the search behind Chamfer (internal helper).
+
+    Returns:
+        ``(idx_xy (B, N, 1), idx_yx (B, M, 1) or None)`` int64.
+    """
+    if backend == "kdtree":
+        problems = [(x, y, x_lengths, y_lengths)]
+        if not single_directional:
+            problems.append((y, x, y_lengths, x_lengths))
+        found = kdtree_search(problems, 1, norm)
+        return found[0], (None if single_directional else found[1])
+    if single_directional:
+        return bruteforce_search(x, y, x_lengths, y_lengths, 1, norm), None
+    return bruteforce_nearest_both(x, y, x_lengths, y_lengths, norm)

@@ -297,3 +297,18 @@ def test_bad_input(kwargs, error, match):
     arguments = {"x": torch.randn(2, 4, 3), "y": torch.randn(2, 5, 3)} | kwargs
     with pytest.raises(error, match=match):
         chamfer_distance(**arguments)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_coordinates_error_in_float32_and_exact_in_float64(backend):
+    # Issue 19: chamfer_distance(randn(1, 300, 3) * 1e20, ...) raised an index out of bounds
+    # (KD-tree) or returned wrong neighbours (brute force).
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 1, 300, 3, generator=generator) * 1e20
+    with pytest.raises(ValueError, match=r"x and y: distances .* overflow torch.float32"):
+        chamfer_distance(x, y, backend=backend)
+    x, y = x.double(), y.double()
+    loss, _ = chamfer_distance(x, y, backend=backend)
+    d = torch.cdist(x[0], y[0]).square()
+    expected = d.min(1).values.mean() + d.min(0).values.mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)

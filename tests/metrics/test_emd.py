@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -76,3 +77,48 @@ def test_errors() -> None:
         earth_movers_distance(torch.rand(1, 10, 3), torch.rand(1, 10, 3), method="approx")
     with pytest.raises(ValueError, match="NaN"):
         earth_movers_distance(torch.rand(1, 10, 3), torch.full((1, 10, 3), float("nan")))
+    with pytest.raises(ValueError, match="x_lengths and y_lengths must be equal"):
+        earth_movers_distance(
+            torch.rand(2, 10, 3),
+            torch.rand(2, 10, 3),
+            x_lengths=torch.tensor([10, 7]),
+            y_lengths=torch.tensor([10, 8]),
+        )
+    with pytest.raises(ValueError, match="y_lengths must lie in"):
+        earth_movers_distance(
+            torch.rand(1, 10, 3), torch.rand(1, 10, 3), y_lengths=torch.tensor([11])
+        )
+
+
+@pytest.mark.parametrize("method", ["exact", "auction", "sinkhorn"])
+def test_huge_coordinates_give_the_value_within_a_second(method: str) -> None:
+    # Issue 19: earth_movers_distance(x, y, "auction") with x, y = randn(1, 16, 3) * 1e20
+    # never returned (every float32 cost inf, every bid NaN).
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 1, 16, 3, generator=generator) * 1e20
+    # CPU time of this process: on a shared machine the wall clock also counts other jobs.
+    start = time.process_time()
+    value = earth_movers_distance(x, y, method)
+    assert time.process_time() - start < 1.0
+    exact = reference_emd(x, y)[0]
+    # float32 result of a float64 value: one rounding; approximate methods within tol = 1%.
+    assert exact * (1 - 1e-6) <= value.item() <= exact * 1.01 * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("method", ["exact", "auction", "sinkhorn"])
+def test_padded_batch_equals_each_unpadded_pair(method: str) -> None:
+    generator = torch.Generator().manual_seed(4)
+    x = torch.rand(3, 40, 3, generator=generator, dtype=torch.float64)
+    y = torch.rand(3, 40, 3, generator=generator, dtype=torch.float64)
+    lengths = torch.tensor([40, 12, 2])
+    x[1, 12:], y[2, 2:] = 1e9, -1e9  # padding may hold anything finite
+    values = earth_movers_distance(x, y, method, x_lengths=lengths, y_lengths=lengths).numpy()
+    exact = np.array(
+        [reference_emd(x[b : b + 1, :n], y[b : b + 1, :n])[0] for b, n in enumerate([40, 12, 2])]
+    )
+    tolerance = 1e-10 if method == "exact" else 0.01
+    assert (values >= exact * (1 - 1e-10)).all()
+    assert (values <= exact * (1 + tolerance)).all()
+    # Only x's lengths given means y is full: here they differ, which raises.
+    with pytest.raises(ValueError, match="must be equal"):
+        earth_movers_distance(x, y, method, x_lengths=lengths)

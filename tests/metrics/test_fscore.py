@@ -108,3 +108,26 @@ def test_bad_input(kwargs, error, match):
     arguments = {"pred": torch.rand(2, 4, 3), "gt": torch.rand(2, 5, 3)} | kwargs
     with pytest.raises(error, match=match):
         f_score(**arguments)
+
+
+@pytest.mark.parametrize("backend", ["bruteforce", "kdtree"])
+def test_huge_coordinates(backend):
+    # Issue 19: 1e20 coordinates crashed the KD-tree. float32: a clear error naming pred and
+    # gt; float64: the true score (every nearest distance is far above the threshold, but a
+    # shared point is at distance zero).
+    generator = torch.Generator().manual_seed(0)
+    pred, gt = torch.randn(2, 1, 300, 3, generator=generator) * 1e20
+    with pytest.raises(ValueError, match="pred and gt: distances"):
+        f_score(pred, gt, backend=backend)
+    with pytest.raises(ValueError, match="pred and gt: distances"):
+        chamfer_per_shape(pred, gt, backend=backend)
+    pred, gt = pred.double(), gt.double()
+    gt[0, :30] = pred[0, :30]
+    result = f_score(pred, gt, backend=backend)
+    assert result.precision.item() == pytest.approx(0.1)
+    assert result.recall.item() == pytest.approx(0.1)
+    d = torch.cdist(pred[0], gt[0]).square()
+    expected = d.min(1).values.mean() + d.min(0).values.mean()
+    assert chamfer_per_shape(pred, gt, backend=backend).item() == pytest.approx(
+        expected.item(), rel=1e-12
+    )

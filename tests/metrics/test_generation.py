@@ -176,3 +176,81 @@ def test_errors() -> None:
         pairwise_emd(torch.rand(2, 10, 3), torch.rand(2, 11, 3))
     with pytest.raises(ValueError, match="batch_size"):
         pairwise_chamfer(torch.rand(2, 10, 3), batch_size=0)
+
+
+class CountingDistance:
+    """Wraps a distance, counts its calls and raises KeyboardInterrupt at call ``stop_at``."""
+
+    def __init__(self, distance, stop_at: int | None = None) -> None:
+        self.distance, self.stop_at, self.calls = distance, stop_at, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.stop_at is not None and self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return self.distance(*args, **kwargs)
+
+
+@pytest.mark.parametrize("metric", ["cd", "emd"])
+def test_interrupted_run_resumes_from_the_block_cache(metric, tmp_path, monkeypatch) -> None:
+    import pcflow.metrics.generation as generation
+
+    generated = torch.rand(9, 20, 3, dtype=torch.float64)
+    reference = torch.rand(7, 20, 3, dtype=torch.float64) * 1.1
+    options = dict(metrics=(metric,), batch_size=4, block_size=3, progress=False)
+    expected = generation_metrics(generated, reference, **options)
+    name = "chamfer_per_shape" if metric == "cd" else "earth_movers_distance"
+    original = getattr(generation, name)
+    user_file = tmp_path / "notes.txt"
+    user_file.write_text("mine")
+
+    interrupted = CountingDistance(original, stop_at=10)
+    monkeypatch.setattr(generation, name, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generation_metrics(generated, reference, cache_dir=tmp_path, **options)
+    saved = sorted(tmp_path.rglob("block-*.npy"))
+    assert saved  # the blocks finished before the interruption were kept
+
+    resumed = CountingDistance(original)
+    monkeypatch.setattr(generation, name, resumed)
+    got = generation_metrics(generated, reference, cache_dir=tmp_path, **options)
+    assert got == expected
+    fresh = CountingDistance(original)
+    monkeypatch.setattr(generation, name, fresh)
+    generation_metrics(generated, reference, **options)
+    assert 0 < resumed.calls < fresh.calls  # only the missing blocks were computed
+
+    again = CountingDistance(original)
+    monkeypatch.setattr(generation, name, again)
+    assert generation_metrics(generated, reference, cache_dir=tmp_path, **options) == expected
+    assert again.calls == 0
+    assert user_file.read_text() == "mine"  # nothing of the user's is touched
+
+
+def test_block_cache_recomputes_damaged_blocks_and_tells_inputs_apart(tmp_path) -> None:
+    a = torch.rand(5, 16, 3, dtype=torch.float64)
+    b = torch.rand(4, 16, 3, dtype=torch.float64)
+    expected = pairwise_chamfer(a, b)
+    assert torch.equal(pairwise_chamfer(a, b, cache_dir=tmp_path, block_size=2), expected)
+    blocks = sorted(tmp_path.rglob("block-*.npy"))
+    assert len(blocks) == 3 * 2
+    blocks[0].write_bytes(b"not an array")
+    assert torch.equal(pairwise_chamfer(a, b, cache_dir=tmp_path, block_size=2), expected)
+    other = b + 0.5
+    assert torch.equal(
+        pairwise_chamfer(a, other, cache_dir=tmp_path, block_size=2), pairwise_chamfer(a, other)
+    )
+    assert len(list(tmp_path.iterdir())) == 2  # one folder per computation
+    with pytest.raises(ValueError, match="block_size"):
+        pairwise_chamfer(a, b, block_size=0)
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 5, 64])
+def test_blocks_cover_the_symmetric_matrix(block_size: int) -> None:
+    a = torch.rand(5, 12, 3, dtype=torch.float64)
+    np.testing.assert_allclose(
+        pairwise_emd(a, method="auction", block_size=block_size).numpy(),
+        loop_matrix(loop_emd, a, a),
+        rtol=0.01,
+        atol=1e-12,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -261,3 +263,41 @@ def test_kdtree_pool_works_in_a_forked_child():
 
 def _kdtree_dists(p1, p2):
     return knn_points(p1, p2, backend="kdtree").dists
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_coordinates_float64_give_the_true_neighbours(backend):
+    # Issue 19: at 1e20 the KD-tree answered index 4294967295 and brute force wrong
+    # neighbours. The search now runs on copies scaled by a power of two.
+    generator = torch.Generator().manual_seed(0)
+    p1, p2 = torch.randn(2, 2, 300, 3, generator=generator, dtype=torch.float64) * 1e20
+    result = knn_points(p1, p2, K=3, backend=backend)
+    expected = reference_knn(p1, p2, [300, 300], [300, 300], 3)
+    torch.testing.assert_close(result.dists, expected, rtol=1e-12, atol=0)
+    assert int(result.idx.max()) < 300
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scale", [1e20, 1e-30])
+def test_float32_extreme_coordinates_error_or_correct(backend, scale):
+    # Squared distances of 1e40 overflow float32: a clear error naming the arguments, within
+    # a second. Tiny coordinates (squares below float32's normals) still find the true
+    # neighbours, with the distances float32 can hold.
+    generator = torch.Generator().manual_seed(1)
+    p1, p2 = torch.randn(2, 1, 300, 3, generator=generator) * scale
+    # CPU time of this process: on a shared machine the wall clock also counts other jobs.
+    start = time.process_time()
+    if scale > 1:
+        with pytest.raises(ValueError, match=r"p1 and p2: distances .* overflow torch.float32"):
+            knn_points(p1, p2, backend=backend)
+    else:
+        result = knn_points(p1, p2, K=2, backend=backend)
+        expected = reference_knn(p1.double() / scale, p2.double() / scale, [300], [300], 2)
+        found = reference_knn_at(p1.double() / scale, p2.double() / scale, result.idx)
+        torch.testing.assert_close(found, expected, rtol=1e-5, atol=0)
+    assert time.process_time() - start < 1.0
+
+
+def reference_knn_at(p1, p2, idx):
+    """Squared distances from p1 to p2 at the given indices, float64."""
+    return (p1[:, :, None, :] - knn_gather(p2, idx)).square().sum(-1)
