@@ -398,6 +398,12 @@ def test_concurrent_and_killed_builds_never_block(tmp_path):
         out, err = run.communicate(timeout=120)
         assert run.returncode == 0 and out.decode().strip() == "generic", err.decode()
     assert len(list(cache.glob("*.generic.so"))) == 1
+    # Another environment (PATH, CXX) reuses the same library instead of rebuilding it.
+    other = {**env, "PATH": f"{tmp_path}:{os.environ['PATH']}", "CXX": "c++"}
+    again = subprocess.run(
+        [sys.executable, str(script)], env=other, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0 and "compiling" not in again.stderr, again.stderr
 
 
 # ------------------------------------------------------------------- what the kernel takes
