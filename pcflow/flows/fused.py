@@ -127,6 +127,7 @@ def _load() -> _Kernel | None:
     return _kernel
 
 
+@torch.compiler.assume_constant_result  # compiled code asks once, at trace time
 def fused_available() -> bool:
     """Whether the fused kernel is loaded (loading or building it now if need be) and on."""
     return _load() is not None

@@ -389,3 +389,22 @@ def test_trainer_validates_a_config_edited_in_code(out: Path) -> None:
     config.train.checkpoint_every = 0
     with pytest.raises(ValueError, match=r"'train\.checkpoint_every' must be positive, got 0"):
         Trainer(config, out, ToyShapes(), progress=False)
+
+
+@pytest.mark.slow
+def test_the_generator_step_compiles_without_graph_breaks(out: Path) -> None:
+    # The flow's kernel is a registered operator and the input checks step aside while
+    # compiling, so the whole objective (likelihood, sampling, critic) is one graph.
+    from pcflow.critics import generator_loss
+
+    trainer = Trainer(_config(), out, ToyShapes(), progress=False)
+    batch = next(iter(trainer.loader))
+    images = trainer.model.prepare_images(batch["image"])
+
+    def objective(images, points, target):
+        terms = trainer.generator(images, points, target, target.shape[1])
+        logits = trainer.model.critic(terms["fake"], images)
+        return terms["loss"].mean() + generator_loss(logits, kind="lsgan")
+
+    explanation = torch._dynamo.explain(objective)(images, batch["points"], batch["points_target"])
+    assert explanation.graph_break_count == 0, explanation.break_reasons
