@@ -20,7 +20,8 @@ def affine_map(
 
     Arguments:
         inputs: Points `(B, N, D)`.
-        shift, log_scale: ``t`` and ``s`` `(B, N, D)`, zero on the conditioning coordinates.
+        shift: ``t`` `(B, N, D)`, zero on the conditioning coordinates.
+        log_scale: ``s`` `(B, N, D)`, zero on the conditioning coordinates.
         inverse: Apply the inverse map.
 
     Returns:
