@@ -63,11 +63,16 @@ class ModelConfig:
         num_layers: Coupling layers of the point flow (paper: 63 = 21 blocks of 3).
         hidden_features: Width of the coupling networks (paper: 64).
         coupling: Coupling kind passed to `pcflow.flows.dpf_flow`.
+        base: The flow's base distribution: ``"normal"`` (standard normal over points) or
+            ``"freevar"`` (the public configuration's: zero mean, a per-shape scale from a
+            linear layer of ``z``, `pcflow.flows.FreeVariancePointNormal`).
         memory_efficient: Recompute the flow's activations in backward instead of storing
             them (bounded memory, more time).
         point_features: Width of the PointNet feature that feeds the posterior head (512).
         point_hidden_features: PointNet's per-point widths before it (64, 128, 256).
-        image_arch: Image encoder architecture (paper: ResNet18, trained from scratch).
+        image_arch: Image encoder architecture: ``"resnet18"`` (paper, trained from scratch,
+            torchvision's layout) or ``"small"`` (`pcflow.encoders.SmallResNet`, for CPU
+            presets).
         image_features: Width of the image feature that feeds the image head (512).
         image_channels: 4 feeds grayscale plus RGB as in the paper; 3 feeds RGB.
         image_size: Images are resized to ``image_size x image_size`` (paper: 224).
@@ -78,6 +83,7 @@ class ModelConfig:
         adversarial: Train with the cross-modal critic; ``False`` is the flow-only ablation.
         critic_point_features: The critic's PointNet feature width (128).
         critic_image_features: The critic's image feature width (128).
+        critic_image_arch: The critic's image encoder, as ``image_arch``.
         critic_hidden_features: The critic's fusion MLP widths (128, 64, 32, 16).
         psgn_points: Points regressed by the PSGN-style baseline; ``None`` for
             ``eval.num_points``.
@@ -88,6 +94,7 @@ class ModelConfig:
     num_layers: int = 15
     hidden_features: int = 64
     coupling: str = "affine"
+    base: str = "normal"
     memory_efficient: bool = False
     point_features: int = 256
     point_hidden_features: list[int] = field(default_factory=lambda: [64, 128, 256])
@@ -99,6 +106,7 @@ class ModelConfig:
     adversarial: bool = True
     critic_point_features: int = 128
     critic_image_features: int = 128
+    critic_image_arch: str = "resnet18"
     critic_hidden_features: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
     psgn_points: int | None = None
 
@@ -221,6 +229,8 @@ class EvalConfig:
         batch_size: Shapes per evaluation batch.
         max_per_category: Evaluate at most this many test samples per category (``None``:
             all).
+        temperature: Scale of the flow's base noise when sampling predictions (1: the
+            model's own samples); chosen on the validation split.
     """
 
     num_points: int = 1024
@@ -228,6 +238,7 @@ class EvalConfig:
     fscore_threshold: float = 1e-3
     batch_size: int = 16
     max_per_category: int | None = None
+    temperature: float = 1.0
 
 
 _FREE_FORM = ("options", "synthetic")
@@ -482,6 +493,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "point_hidden_features": [8, 16],
             "image_features": 16,
             "image_size": 32,
+            "image_arch": "small",
+            "critic_image_arch": "small",
             "critic_point_features": 8,
             "critic_image_features": 8,
             "critic_hidden_features": [8, 4],
