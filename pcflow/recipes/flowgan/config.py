@@ -441,6 +441,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "image_channels": 4,
             "image_size": 224,
             "cloud_scale": 2.0,
+            "base": "freevar",
             "adversarial": True,
         },
         "loss": {

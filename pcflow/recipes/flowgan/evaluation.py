@@ -437,7 +437,8 @@ def diagnose_reconstruction(
     def from_posterior(batch: dict[str, Any], num_points: int) -> Tensor:
         points = batch["points"][:, :count]
         z_posterior = model.posterior_mean(points)
-        z_image = model.image_distribution(batch["image"]).mean
+        with model._evaluating():  # BatchNorm in evaluation mode, as in reconstruct
+            z_image = model.image_distribution(batch["image"]).mean
         for name, d, n in zip(
             batch["category_name"],
             (z_image - z_posterior).norm(dim=1),

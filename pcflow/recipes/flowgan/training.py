@@ -588,7 +588,8 @@ class Trainer:
                 pred = self.model.reconstruct(images, truth.shape[1], temperature=temperature)
                 if diagnose:
                     bound = self.model.autoencode(truth, truth.shape[1], temperature=temperature)
-                    z_image = self.model.image_distribution(images).mean
+                    with self.model._evaluating():  # BatchNorm's running statistics
+                        z_image = self.model.image_distribution(images).mean
                     z_posterior = self.model.posterior_mean(truth)
                     distances.append((z_image - z_posterior).norm(dim=1).cpu())
                     kept = torch.isfinite(bound).flatten(1).all(1)
