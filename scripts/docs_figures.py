@@ -12,10 +12,10 @@ Pictures:
 - ``flow-steps.png``: fits a DPF-Nets flow to one synthetic chair for ``--fit-seconds`` (one
   minute by default, on CPU), then carries Gaussian points through its layers and draws them
   every few layers.
-- ``reconstructions.png``: test images of the synthetic dataset with the clouds a trained FlowGAN
-  reconstructs from them, when a checkpoint exists (``--checkpoint``, or the newest
-  ``runs/*/checkpoints/last.pt``); otherwise the images with their ground-truth clouds, titled as
-  such.
+- ``reconstructions.png``: one test image per category of the synthetic dataset, the cloud a
+  trained FlowGAN reconstructs from it and the true cloud, both seen from the image's viewpoint
+  (the grid every evaluation writes), when a checkpoint exists (``--checkpoint``, or the newest
+  ``runs/*/checkpoints/last.pt``); otherwise the images with their ground-truth clouds.
 
 The pictures are kept small (a few hundred kB at most) so they can be committed.
 """
@@ -120,19 +120,19 @@ def _find_checkpoint() -> Path | None:
 
 
 def figure_reconstructions(out: Path, data_root: Path, checkpoint: Path | None) -> Path:
-    """Images of the synthetic test split with FlowGAN's reconstructions (or the ground truth)."""
-    from pcflow.viz import plot_point_clouds
+    """Test images of the synthetic split | FlowGAN's reconstructions | the truth, seen from the
+    images' viewpoints: the picture every evaluation writes (`pcflow.viz.plot_reconstructions`)."""
+    from pcflow.viz import plot_reconstructions
 
     checkpoint = checkpoint or _find_checkpoint()
     target = out / "reconstructions.png"
     if checkpoint is None:
         data = _synthetic(data_root / "all", "test", ("airplane", "car", "chair", "lamp"), 2500)
         picks = [data[i * len(data) // 4] for i in range(4)]
-        plot_point_clouds(
-            [s["points"] for s in picks],
-            titles=[f"{s['category_name']}: ground truth" for s in picks],
-            images=[s["image"] for s in picks],
-            path=target, point_size=1.0, panel_size=2.2, dpi=80,
+        plot_reconstructions(
+            [s["image"] for s in picks], {"truth (no checkpoint)": [s["points"] for s in picks]},
+            [s["points"] for s in picks], target, cameras=[s["camera"] for s in picks],
+            labels=[s["category_name"] for s in picks], dpi=80,
         )  # fmt: skip
         print("[reconstructions] no checkpoint: drew the ground-truth clouds")
         return target
@@ -142,26 +142,14 @@ def figure_reconstructions(out: Path, data_root: Path, checkpoint: Path | None) 
     # Ground truth as dense as the prediction (training may use fewer points per cloud).
     config = model.config.with_overrides(["data.num_points=2500"])
     data = flowgan.build_dataset(config, "test", evaluation=True, progress=False)
-    picks, seen = [], set()
-    for index in range(0, len(data), max(1, len(data) // 64)):
-        sample = data[index]
-        if sample["category_name"] not in seen:
-            seen.add(sample["category_name"])
-            picks.append(sample)
-        if len(picks) == 4:
-            break
+    picks = [data[i] for i in flowgan.select_per_category(data, 1)]
     torch.manual_seed(0)
     images = torch.stack([s["image"] for s in picks])
-    with torch.no_grad():
-        predicted = model.reconstruct(images, num_points=2500)
-    clouds, titles, shown = [], [], []
-    for sample, cloud in zip(picks, predicted):
-        clouds += [cloud, sample["points"]]
-        titles += [f"{sample['category_name']}: FlowGAN", "ground truth"]
-        shown += [sample["image"], None]
-    plot_point_clouds(
-        clouds, titles=titles, images=shown, path=target, columns=4, point_size=1.0,
-        panel_size=2.2, dpi=80,
+    predicted = model.reconstruct(images, 2500, temperature=model.config.eval.temperature)
+    plot_reconstructions(
+        [s["image"] for s in picks], {"FlowGAN": list(predicted)}, [s["points"] for s in picks],
+        target, cameras=[s["camera"] for s in picks], labels=[s["category_name"] for s in picks],
+        point_size=0.8, dpi=80,
     )  # fmt: skip
     print(f"[reconstructions] from {checkpoint}")
     return target

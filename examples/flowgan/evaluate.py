@@ -10,7 +10,13 @@ Examples:
         --compare PSGN=runs/psgn/checkpoints/last.pt --baselines --out runs/compare
 
 Prints the metrics table(s) (Markdown) and writes OUT/metrics.json, OUT/table.md and
-OUT/pictures.png (predictions under their images, next to the truth).
+OUT/pictures.png (input image | predictions | truth, seen from the image's viewpoint).
+
+For FlowGAN checkpoints it also prints the diagnosis (`pcflow.recipes.flowgan.
+diagnose_reconstruction`): per category, the metrics of the *autoencoding bound* (the flow
+decoding the posterior mean of the true cloud) beside the image reconstruction's, and the
+distance between the image Gaussian's mean and that posterior mean; `--no-diagnosis` skips it.
+`--temperature T` scales the flow's base noise (default: the checkpoint's eval.temperature).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pcflow.recipes.flowgan import (
     MeanCloudBaseline,
     build_dataset,
     comparison_table,
+    diagnose_reconstruction,
     evaluate_reconstruction,
     load_model,
 )
@@ -72,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="folder for JSON, table, picture")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled clouds")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="scale of the flow's base noise when sampling (default: eval.temperature, 1.0)",
+    )
+    parser.add_argument(
+        "--no-diagnosis",
+        action="store_true",
+        help="skip the autoencoding bound and latent distance of FlowGAN checkpoints",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.out is not None:
@@ -104,23 +122,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None:
         config.data.source = args.data
     eval_config = config.eval
+    if args.temperature is not None:
+        if not args.temperature > 0 or args.temperature == float("inf"):
+            print(f"error: --temperature must be a positive number, got {args.temperature}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        eval_config.temperature = args.temperature
+    temperature = eval_config.temperature
     data_config = config.with_overrides([f"data.num_points={eval_config.num_points}"])
     dataset = build_dataset(data_config, args.split, evaluation=True, progress=not args.no_progress)
     progress = not args.no_progress
 
     results = {}
+    diagnoses = {}
     timings = {}
     for name, model in models.items():
         started = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.seed)
-            results[name] = evaluate_reconstruction(
-                lambda batch, n, model=model: model.reconstruct(batch["image"], n),
-                dataset,
-                eval_config,
-                split=args.split,
-                progress=progress,
+        if hasattr(model, "autoencode") and not args.no_diagnosis:
+            diagnosis = diagnose_reconstruction(
+                model, dataset, eval_config, split=args.split, progress=progress, seed=args.seed
             )
+            diagnoses[name] = diagnosis
+            results[name] = diagnosis.image
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(args.seed)
+                results[name] = evaluate_reconstruction(
+                    lambda batch, n, model=model: model.reconstruct(
+                        batch["image"], n, temperature=temperature
+                    ),
+                    dataset,
+                    eval_config,
+                    split=args.split,
+                    progress=progress,
+                )
+            results[name].settings["temperature"] = temperature
         timings[name] = time.perf_counter() - started
     if args.baselines:
         started = time.perf_counter()
@@ -136,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         text = f"## {name} on the {args.split} split\n\n{result.table()}"
     else:
         text = comparison_table(results)
+    for name, diagnosis in diagnoses.items():
+        text += f"\n\n## Diagnosis of {name}: image vs autoencoding bound\n\n{diagnosis.table()}"
     print(text)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -144,38 +182,51 @@ def main(argv: list[str] | None = None) -> int:
             name: {**result.to_dict(), "seconds": round(timings[name], 1)}
             for name, result in results.items()
         }
+        for name, diagnosis in diagnoses.items():
+            payload[name]["diagnosis"] = {
+                "bound": diagnosis.bound.to_dict(),
+                "latent_distance": diagnosis.latent_distance,
+                "latent_norm": diagnosis.latent_norm,
+                "temperature": diagnosis.temperature,
+            }
         payload["checkpoints"] = {name: str(path) for name, path in entries}
         (args.out / "metrics.json").write_text(json.dumps(payload, indent=2))
         try:
-            _picture(models, dataset, eval_config.num_points, args.out / "pictures.png", args.seed)
+            _picture(
+                models, dataset, eval_config.num_points, args.out / "pictures.png", args.seed,
+                temperature,
+            )  # fmt: skip
         except ImportError as error:
             print(f"no picture: {error}", file=sys.stderr)
         print(f"\nwrote {args.out / 'metrics.json'}, table.md, pictures.png", file=sys.stderr)
     return 0
 
 
-def _picture(models: dict, dataset, num_points: int, path: Path, seed: int) -> None:
+def _picture(
+    models: dict, dataset, num_points: int, path: Path, seed: int, temperature: float
+) -> None:
+    """One example per category: input image | each model's prediction | truth."""
     from pcflow.recipes.flowgan import select_per_category
-    from pcflow.viz import plot_point_clouds
+    from pcflow.viz import plot_reconstructions
 
     indices = select_per_category(dataset, 1)
     samples = [dataset[i] for i in indices]
     images = torch.stack([s["image"] for s in samples])
-    clouds, titles, pictures = [], [], []
     predictions = {}
     for name, model in models.items():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            predictions[name] = model.reconstruct(images, num_points)
-    for index, sample in enumerate(samples):
-        for name, prediction in predictions.items():
-            clouds.append(prediction[index])
-            titles.append(f"{sample['category_name']}: {name}")
-            pictures.append(sample["image"])
-        clouds.append(sample["points"])
-        titles.append("ground truth")
-        pictures.append(sample["image"])
-    plot_point_clouds(clouds, titles=titles, images=pictures, path=path, columns=len(models) + 1)
+            predictions[name] = list(model.reconstruct(images, num_points, temperature=temperature))
+    cameras = [s["camera"] for s in samples] if all("camera" in s for s in samples) else None
+    plot_reconstructions(
+        [s["image"] for s in samples],
+        predictions,
+        [s["points"] for s in samples],
+        path,
+        cameras=cameras,
+        labels=[s["category_name"] for s in samples],
+        examples_per_row=2 if len(models) == 1 else 1,
+    )
 
 
 if __name__ == "__main__":

@@ -95,7 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sample-latent", action="store_true", help="draw the latent instead of its mean"
     )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="scale of the flow's base noise (default: the checkpoint's eval.temperature)",
+    )
     args = parser.parse_args(argv)
+    if args.temperature is not None and not 0 < args.temperature < float("inf"):
+        print(f"error: --temperature must be a positive number, got {args.temperature}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.num_points < 1:
         print(f"error: --num-points must be positive, got {args.num_points}", file=sys.stderr)
         return 2
@@ -106,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
-    cloud = model.reconstruct(image[None], args.num_points, sample_latent=args.sample_latent)[0]
+    temperature = model.config.eval.temperature if args.temperature is None else args.temperature
+    cloud = model.reconstruct(
+        image[None], args.num_points, sample_latent=args.sample_latent, temperature=temperature
+    )[0]
     prefix = args.out if args.out is not None else args.image.with_suffix("")
     prefix.parent.mkdir(parents=True, exist_ok=True)
     ply = prefix.with_name(prefix.name + ".ply")

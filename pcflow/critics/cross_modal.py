@@ -51,6 +51,8 @@ class CrossModalCritic(nn.Module):
         negative_slope: Slope of the LeakyReLU.
         image_weights: Optional local torchvision resnet18 state dict for the image branch
             (see `pcflow.encoders.ResNetImageEncoder`).
+        image_arch: The image branch's architecture: ``"resnet18"`` (paper) or ``"small"``
+            (`pcflow.encoders.SmallResNet`, for CPU budgets).
 
     Example:
         >>> import torch
@@ -71,6 +73,7 @@ class CrossModalCritic(nn.Module):
         point_hidden_features: Sequence[int] = (64, 64),
         negative_slope: float = 0.2,
         image_weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
+        image_arch: str = "resnet18",
     ) -> None:
         super().__init__()
         if norm not in _NORMS:
@@ -78,7 +81,7 @@ class CrossModalCritic(nn.Module):
         self.in_channels = in_channels
         self.norm = norm
         self.image_encoder = ResNetImageEncoder(
-            "resnet18", out_features=image_features, in_channels=in_channels, weights=image_weights
+            image_arch, out_features=image_features, in_channels=in_channels, weights=image_weights
         )
         self.point_encoder = PointNetEncoder(
             in_features=3,

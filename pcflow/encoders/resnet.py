@@ -27,6 +27,7 @@ __all__ = [
     "MIN_IMAGE_SIZE",
     "ResNet18",
     "ResNetImageEncoder",
+    "SmallResNet",
     "adapt_first_convolution",
     "check_images",
     "torchvision_resnet18_keys",
@@ -35,7 +36,7 @@ __all__ = [
 MIN_IMAGE_SIZE = 32
 """Smallest accepted image height and width: ResNets downsample by 32 before pooling."""
 
-_ARCHS = ("resnet18",)
+_ARCHS = ("resnet18", "small")
 _BACKENDS = ("auto", "torchvision", "builtin")
 
 
@@ -161,6 +162,56 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class SmallResNet(nn.Module):
+    """A narrow, shallow ResNet for CPU presets: one basic block per stage, widths 16-128.
+
+    A 3x3 stem of ``widths[0]`` channels with stride 2, then one `ResNet18`-style basic block
+    per width, the first at stride 1 and the others at stride 2, a global average pool and a
+    linear layer ``fc``. With the default widths it has about 1/35 of ResNet18's parameters
+    and, on 64 x 64 images, about 1/20 of its multiply-adds (measured by the FlowGAN example:
+    `examples/flowgan/README.md`). It downsamples by 16 instead of 32.
+
+    Arguments:
+        num_classes: Output size of ``fc``.
+        in_channels: Image channels.
+        widths: Channels of the stages.
+
+    Example:
+        >>> import torch
+        >>> from pcflow.encoders import SmallResNet
+        >>> SmallResNet(10, in_channels=4).eval()(torch.rand(1, 4, 64, 64)).shape
+        torch.Size([1, 10])
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 512,
+        in_channels: int = 3,
+        widths: tuple[int, ...] = (16, 32, 64, 128),
+    ) -> None:
+        super().__init__()
+        if not widths or any(w < 1 for w in widths):
+            raise ValueError(f"widths must be positive channel counts, got {widths!r}")
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        blocks, in_planes = [], widths[0]
+        for index, planes in enumerate(widths):
+            blocks.append(_BasicBlock(in_planes, planes, 1 if index == 0 else 2))
+            in_planes = planes
+        self.layers = nn.Sequential(*blocks)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(in_planes, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Map images ``(B, in_channels, H, W)`` to ``(B, num_classes)``."""
+        x = self.layers(self.relu(self.bn1(self.conv1(images))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 def _torchvision_resnet18() -> nn.Module | None:
     try:
         from torchvision.models import resnet18
@@ -246,9 +297,10 @@ class ResNetImageEncoder(nn.Module):
     """Encode images ``(B, in_channels, H, W)`` to features ``(B, out_features)`` with a ResNet.
 
     The ResNet18 trunk (torchvision's when it imports, else `ResNet18`, identical state
-    dict) with its classifier ``fc`` replaced by a linear head to ``out_features``. FlowGAN
-    uses ``in_channels=4`` (grey + RGB) and 512 features for the generator's image encoder, 128
-    for the critic's image branch.
+    dict) with its classifier ``fc`` replaced by a linear head to ``out_features``, or, with
+    ``arch="small"``, the much cheaper `SmallResNet` for CPU budgets (no pretrained weights).
+    FlowGAN uses ``in_channels=4`` (grey + RGB) and 512 features for the generator's image
+    encoder, 128 for the critic's image branch.
 
     Pretrained weights come from a local file only (never downloaded): ``weights`` is the path
     of a torchvision ``resnet18`` state dict (e.g. ImageNet weights saved with
@@ -266,7 +318,7 @@ class ResNetImageEncoder(nn.Module):
         He, Zhang, Ren, Sun. "Deep Residual Learning for Image Recognition." CVPR 2016.
 
     Arguments:
-        arch: Architecture; ``"resnet18"``.
+        arch: Architecture; ``"resnet18"`` or ``"small"`` (`SmallResNet`).
         out_features: Size of the output features.
         in_channels: Number of image channels.
         weights: ``None`` (random initialisation), a path to a local state-dict file, or a
@@ -300,6 +352,16 @@ class ResNetImageEncoder(nn.Module):
             raise ValueError(
                 f"in_channels and out_features must be positive, got {in_channels}, {out_features}"
             )
+        if arch == "small":
+            if weights is not None:
+                raise ValueError(
+                    "weights are torchvision resnet18 state dicts; arch='small' has none, "
+                    "give arch='resnet18' to load them"
+                )
+            self.backend = "builtin"
+            self.backbone = SmallResNet(out_features, in_channels)
+            self.arch, self.in_channels, self.out_features = arch, in_channels, out_features
+            return
         backbone = None if backend == "builtin" else _torchvision_resnet18()
         if backbone is None and backend == "torchvision":
             raise ImportError("backend='torchvision' was asked for but torchvision cannot import")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pcflow.flows.base import ConditionalPointFlow, StandardPointNormal
+from pcflow.flows.base import ConditionalPointFlow, FreeVariancePointNormal, StandardPointNormal
 from pcflow.flows.dpf import DPF_MASKS, dpf_flow
 from pcflow.flows.reversible import memory_efficient_forward, memory_efficient_inverse
 
 __all__ = [
     "DPF_MASKS",
     "ConditionalPointFlow",
+    "FreeVariancePointNormal",
     "StandardPointNormal",
     "dpf_flow",
     "memory_efficient_forward",

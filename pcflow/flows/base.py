@@ -1,4 +1,4 @@
-"""Conditional flows over point sets: a standard normal over points and a point transform stack."""
+"""Conditional flows over point sets: base distributions over points and a point transform stack."""
 
 from __future__ import annotations
 
@@ -8,16 +8,27 @@ import torch
 from nflows.distributions import Distribution
 from nflows.flows import Flow
 from nflows.transforms import CompositeTransform, Transform
-from torch import Tensor
+from torch import Tensor, nn
 
 from pcflow._checks import check_context, check_finite, check_points, check_same_batch
 from pcflow.flows.fused import fused_groups, kernel_takes, run_fused
 from pcflow.transforms.base import PointTransform
 
-__all__ = ["ConditionalPointFlow", "StandardPointNormal"]
+__all__ = ["ConditionalPointFlow", "FreeVariancePointNormal", "StandardPointNormal"]
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 """Bytes of activations that an evaluation without autograd may hold at once (256 MiB)."""
+
+
+def _check_temperature(temperature: float) -> float:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    return float(temperature)
 
 
 def _flatten(transform: Transform) -> list[Transform]:
@@ -48,8 +59,8 @@ class StandardPointNormal(Distribution):
         # Carries the dtype and device of samples through .to(), .double(), .cuda().
         self.register_buffer("_reference", torch.zeros(()), persistent=False)
 
-    def log_prob_points(self, inputs: Tensor) -> Tensor:
-        """Log-density of each point, `(B, N)`, for points `(B, N, D)`."""
+    def log_prob_points(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of each point, `(B, N)`, for points `(B, N, D)` (``context`` unused)."""
         return inputs.square().sum(2).mul(-0.5).sub(self._log_z)
 
     def _log_prob(self, inputs: Tensor, context: Tensor | None) -> Tensor:
@@ -62,6 +73,83 @@ class StandardPointNormal(Distribution):
         return torch.randn(
             batch, num_samples, self.features, dtype=reference.dtype, device=reference.device
         )
+
+
+class FreeVariancePointNormal(Distribution):
+    """A zero-mean normal over points whose per-coordinate scale each shape's context sets.
+
+    DPF-Nets' ``freevar`` base: ``x ~ N(0, diag(sigma(z)^2))`` for every point of a shape with
+    latent ``z``, where ``log sigma(z) = W z + b`` is one linear layer of the context. The layer
+    starts at zero, so the base starts as a standard normal. Each shape's points are
+    independent given ``z``, so any number of them can be sampled.
+
+    References:
+        Klokov, Boyer, Verbeek. "Discrete Point Flow Networks for Efficient Point Cloud
+        Generation." ECCV 2020 (the ``freevar`` option of its public configuration).
+
+    Arguments:
+        features: Number of coordinates ``D`` of a point.
+        context_features: Size ``C`` of the per-shape context ``z``.
+
+    Example:
+        >>> import torch
+        >>> base = FreeVariancePointNormal(3, context_features=8)
+        >>> z = torch.randn(2, 8)
+        >>> base.sample(100, context=z).shape
+        torch.Size([2, 100, 3])
+        >>> base.log_prob(torch.zeros(2, 10, 3), context=z).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, features: int = 3, context_features: int = 512) -> None:
+        super().__init__()
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ValueError(f"features must be a positive integer, got {features!r}")
+        if (
+            isinstance(context_features, bool)
+            or not isinstance(context_features, int)
+            or context_features < 1
+        ):
+            raise ValueError(
+                f"context_features must be a positive integer, got {context_features!r}"
+            )
+        self.features = features
+        self.context_features = context_features
+        self._log_z = 0.5 * features * math.log(2 * math.pi)
+        self.log_scale = nn.Linear(context_features, features)
+        nn.init.zeros_(self.log_scale.weight)
+        nn.init.zeros_(self.log_scale.bias)
+        self.register_buffer("_reference", torch.zeros(()), persistent=False)
+
+    def scale(self, context: Tensor) -> Tensor:
+        """Each shape's standard deviation per coordinate, `(B, D)`, for a context `(B, C)`."""
+        check_context("context", context, context.shape[0], self.context_features)
+        return self.log_scale(context).exp()
+
+    def log_prob_points(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of each point, `(B, N)`, for points `(B, N, D)` and a context `(B, C)`."""
+        if context is None:
+            raise ValueError(
+                f"context is required: a tensor shaped (B, {self.context_features}) "
+                "that sets each shape's base variance"
+            )
+        check_context("context", context, inputs.shape[0], self.context_features)
+        log_scale = self.log_scale(context)  # (B, D)
+        scaled = inputs * torch.exp(-log_scale)[:, None, :]
+        return scaled.square().sum(2).mul(-0.5).sub(self._log_z + log_scale.sum(1)[:, None])
+
+    def _log_prob(self, inputs: Tensor, context: Tensor | None) -> Tensor:
+        check_points("inputs", inputs, self.features, allow_empty=True)
+        return self.log_prob_points(inputs, context).sum(1)
+
+    def _sample(self, num_samples: int, context: Tensor | None) -> Tensor:
+        if context is None:
+            raise ValueError(f"context is required: a tensor shaped (B, {self.context_features})")
+        noise = torch.randn(
+            context.shape[0], num_samples, self.features, dtype=context.dtype,
+            device=context.device,
+        )  # fmt: skip
+        return noise * self.scale(context)[:, None, :]
 
 
 class ConditionalPointFlow(Flow):
@@ -290,7 +378,7 @@ class ConditionalPointFlow(Flow):
 
     def _base_log_prob(self, noise: Tensor, context: Tensor | None, per_point: bool) -> Tensor:
         if hasattr(self._distribution, "log_prob_points"):
-            values = self._distribution.log_prob_points(noise)
+            values = self._distribution.log_prob_points(noise, context)
             return values if per_point else values.sum(1)
         if per_point:
             raise ValueError(
@@ -343,15 +431,23 @@ class ConditionalPointFlow(Flow):
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
 
     def _sample_chunks(
-        self, num_points: int, context: Tensor | None, chunk_size: int | None, with_log_prob: bool
+        self,
+        num_points: int,
+        context: Tensor | None,
+        chunk_size: int | None,
+        with_log_prob: bool,
+        temperature: float = 1.0,
     ) -> tuple[Tensor, Tensor | None]:
         batch = self._check_sample_args(num_points, context)
+        temperature = _check_temperature(temperature)
         dtype = context.dtype if context is not None else self._distribution._reference.dtype
         chunk = self._resolve_chunk(chunk_size, batch, num_points, dtype)
         samples, log_probs = [], []
         for start in range(0, num_points, chunk):
             count = min(chunk, num_points - start)
             noise = self._distribution.sample(count, context)
+            if temperature != 1.0:
+                noise = noise * temperature
             points, logabsdet = self._run(noise, context, inverse=True, per_point=False)
             samples.append(points)
             if with_log_prob:
@@ -362,7 +458,12 @@ class ConditionalPointFlow(Flow):
         return out, log_probs[0] if len(log_probs) == 1 else torch.stack(log_probs).sum(0)
 
     def sample(
-        self, num_points: int, context: Tensor | None = None, chunk_size: int | None = None
+        self,
+        num_points: int,
+        context: Tensor | None = None,
+        chunk_size: int | None = None,
+        *,
+        temperature: float = 1.0,
     ) -> Tensor:
         """Sample ``num_points`` points for every shape (differentiable in context and weights).
 
@@ -372,26 +473,40 @@ class ConditionalPointFlow(Flow):
             context: Per-shape context, `(B, C)`.
             chunk_size: Points per shape generated at a time; derived from ``memory_budget``
                 when ``None`` and autograd is off, all at once when it is on.
+            temperature: Scale of the base noise (``T``): samples are the flow's inverse of
+                ``T * noise``. Below 1 they gather where the density is high (fewer stray
+                points, less coverage); 1 samples the model itself, draw for draw as without
+                the option.
 
         Returns:
             Points, `(B, num_points, D)`.
         """
-        return self._sample_chunks(num_points, context, chunk_size, with_log_prob=False)[0]
+        return self._sample_chunks(
+            num_points, context, chunk_size, with_log_prob=False, temperature=temperature
+        )[0]
 
     def sample_and_log_prob(
-        self, num_points: int, context: Tensor | None = None, chunk_size: int | None = None
+        self,
+        num_points: int,
+        context: Tensor | None = None,
+        chunk_size: int | None = None,
+        *,
+        temperature: float = 1.0,
     ) -> tuple[Tensor, Tensor]:
-        """Sample points and the log-likelihood of each sampled set.
+        """Sample points and the log-likelihood of each sampled set under the model.
 
         Arguments:
             num_points: Points per shape.
             context: Per-shape context, `(B, C)`.
             chunk_size: As in `sample`.
+            temperature: As in `sample`; the log-likelihood is the (untempered) model's.
 
         Returns:
             ``(points, log_prob)``: `(B, num_points, D)` and `(B,)`.
         """
-        return self._sample_chunks(num_points, context, chunk_size, with_log_prob=True)
+        return self._sample_chunks(
+            num_points, context, chunk_size, with_log_prob=True, temperature=temperature
+        )
 
     def _log_prob(self, inputs: Tensor, context: Tensor | None) -> Tensor:
         return self.log_prob(inputs, context)

@@ -6,7 +6,7 @@ from typing import Any
 
 from nflows.transforms import CompositeTransform
 
-from pcflow.flows.base import ConditionalPointFlow
+from pcflow.flows.base import ConditionalPointFlow, FreeVariancePointNormal
 from pcflow.transforms import PointAffineCoupling, PointSplineCoupling
 
 __all__ = ["DPF_MASKS", "dpf_flow"]
@@ -28,13 +28,15 @@ def dpf_flow(
     hidden_features: int = 64,
     coupling: str = "affine",
     memory_efficient: bool = False,
+    base: str = "normal",
     **coupling_kwargs: Any,
 ) -> ConditionalPointFlow:
     """Build the conditional point flow of DPF-Nets / FlowGAN over 3D points.
 
     Layer ``j`` is coupling ``j % 3`` of block ``j // 3``, with the masks of `DPF_MASKS`. The
     defaults are the paper's: a 512-feature shape latent, 21 blocks of 3 couplings (63 layers),
-    per-point networks of width 64, and a standard normal base over points. Unlike DPF-Nets,
+    per-point networks of width 64, and a standard normal base over points (``base="freevar"``
+    for the public configuration's per-shape variance). Unlike DPF-Nets,
     the couplings have no BatchNorm (it would make each point depend on the others).
 
     Arguments:
@@ -47,6 +49,9 @@ def dpf_flow(
             (bounded training memory for about one extra forward pass of time) on the
             PyTorch path. Affine flows on float32 CPU tensors run on the fused kernel
             (`pcflow.flows.fused`), which always recomputes and is faster either way.
+        base: ``"normal"`` (a standard normal over points, `StandardPointNormal`) or
+            ``"freevar"`` (DPF-Nets' base: zero mean, a per-shape scale per coordinate from a
+            linear layer of the latent, `FreeVariancePointNormal`).
         **coupling_kwargs: Passed to every coupling (e.g. ``max_log_scale``, ``num_bins``).
 
     Returns:
@@ -67,6 +72,8 @@ def dpf_flow(
     """
     if coupling not in ("affine", "spline"):
         raise ValueError(f"coupling must be 'affine' or 'spline', got {coupling!r}")
+    if base not in ("normal", "freevar"):
+        raise ValueError(f"base must be 'normal' or 'freevar', got {base!r}")
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
         raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
     if (
@@ -93,4 +100,7 @@ def dpf_flow(
         )
         for j in range(num_layers)
     ]
-    return ConditionalPointFlow(CompositeTransform(layers), memory_efficient=memory_efficient)
+    distribution = FreeVariancePointNormal(3, context_features) if base == "freevar" else None
+    return ConditionalPointFlow(
+        CompositeTransform(layers), distribution, memory_efficient=memory_efficient
+    )

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from pcflow.viz.plots import plot_point_clouds
+from pcflow.viz.plots import plot_point_clouds, plot_reconstructions
 
-__all__ = ["plot_point_clouds"]
+__all__ = ["plot_point_clouds", "plot_reconstructions"]

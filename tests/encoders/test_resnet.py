@@ -241,3 +241,42 @@ def test_bad_arguments_are_rejected() -> None:
         ResNetImageEncoder("resnet50")
     with pytest.raises(ValueError, match="backend must be one of"):
         ResNetImageEncoder(backend="timm")
+
+
+def _small_reference(net, images: torch.Tensor) -> torch.Tensor:
+    """SmallResNet written out functionally (eval mode): stem, one basic block per stage."""
+
+    def bn(x: torch.Tensor, layer: torch.nn.BatchNorm2d) -> torch.Tensor:
+        return F.batch_norm(x, layer.running_mean, layer.running_var, layer.weight, layer.bias)
+
+    x = F.relu(bn(F.conv2d(images, net.conv1.weight, stride=2, padding=1), net.bn1))
+    for index, block in enumerate(net.layers):
+        stride = 1 if index == 0 else 2
+        out = F.relu(bn(F.conv2d(x, block.conv1.weight, stride=stride, padding=1), block.bn1))
+        out = bn(F.conv2d(out, block.conv2.weight, padding=1), block.bn2)
+        if block.downsample is not None:
+            x = bn(F.conv2d(x, block.downsample[0].weight, stride=stride), block.downsample[1])
+        x = F.relu(out + x)
+    return F.linear(x.mean(dim=(2, 3)), net.fc.weight, net.fc.bias)
+
+
+def test_small_encoder_for_cpu_presets() -> None:
+    from pcflow.encoders import SmallResNet
+
+    torch.manual_seed(0)
+    encoder = ResNetImageEncoder("small", out_features=32, in_channels=4).eval()
+    assert isinstance(encoder.backbone, SmallResNet) and encoder.backend == "builtin"
+    images = torch.rand(2, 4, 64, 64)
+    with torch.no_grad():
+        features = encoder(images)
+        torch.testing.assert_close(features, _small_reference(encoder.backbone, images))
+    assert features.shape == (2, 32)
+    small = sum(p.numel() for p in encoder.parameters())
+    full = sum(p.numel() for p in ResNetImageEncoder("resnet18", 32, in_channels=4).parameters())
+    assert small * 20 < full
+    with pytest.raises(ValueError, match="arch='small' has none"):
+        ResNetImageEncoder("small", weights={"conv1.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="arch must be one of"):
+        ResNetImageEncoder("resnet50")
+    with pytest.raises(ValueError, match="widths must be positive"):
+        SmallResNet(widths=(16, 0))

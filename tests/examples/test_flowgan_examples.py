@@ -162,6 +162,22 @@ def test_evaluate_and_reconstruct(data_root: Path, scratch: Path) -> None:
     assert set(metrics["FlowGAN"]["per_category"]) == {"mug", "table"}
     assert metrics["FlowGAN"]["settings"]["fscore_threshold"] == 1e-3
     assert (scratch / "eval" / "pictures.png").stat().st_size > 0
+    # The diagnosis: the autoencoding bound beside the image reconstruction, per category.
+    assert "autoencoding bound" in result.stdout and "latent distance" in result.stdout
+    diagnosis = metrics["FlowGAN"]["diagnosis"]
+    assert set(diagnosis["bound"]["per_category"]) == {"mug", "table"}
+    assert set(diagnosis["latent_distance"]) == {"mug", "table", "mean"}
+    assert diagnosis["temperature"] == 1.0
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "evaluate.py"), "--checkpoint", str(checkpoint),
+         "--no-progress", "--no-diagnosis", "--temperature", "0.7", "--out",
+         str(scratch / "cold")],
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    cold = json.loads((scratch / "cold" / "metrics.json").read_text())
+    assert "diagnosis" not in cold["FlowGAN"] and cold["FlowGAN"]["settings"]["temperature"] == 0.7
+    assert cold["FlowGAN"]["mean"]["CD"] != metrics["FlowGAN"]["mean"]["CD"]
 
     image = (np.random.default_rng(0).random((50, 40, 4)) * 255).astype(np.uint8)
     Image.fromarray(image, "RGBA").save(scratch / "input.png")

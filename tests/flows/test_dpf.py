@@ -95,3 +95,21 @@ def test_coupling_kwargs_and_memory_efficient_flag():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         dpf_flow(**kwargs)
+
+
+def test_freevar_base_option():
+    from pcflow.flows import FreeVariancePointNormal, StandardPointNormal
+
+    plain = dpf_flow(context_features=16, num_layers=2, hidden_features=8)
+    freevar = dpf_flow(context_features=16, num_layers=2, hidden_features=8, base="freevar")
+    assert isinstance(plain._distribution, StandardPointNormal)
+    assert isinstance(freevar._distribution, FreeVariancePointNormal)
+    # One linear layer of z on top of the couplings: 16 x 3 weights and 3 biases.
+    extra = sum(p.numel() for p in freevar.parameters()) - sum(
+        p.numel() for p in plain.parameters()
+    )
+    assert extra == 16 * 3 + 3
+    z = torch.randn(2, 16)
+    assert freevar.sample(10, z).shape == (2, 10, 3)
+    with pytest.raises(ValueError, match="base must be 'normal' or 'freevar', got 'laplace'"):
+        dpf_flow(base="laplace")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -12,13 +13,15 @@ from hypothesis import strategies as st
 from nflows.transforms import CompositeTransform, Permutation
 from torch.autograd.functional import jacobian
 
-from pcflow.flows import ConditionalPointFlow, StandardPointNormal
+from pcflow.flows import ConditionalPointFlow, FreeVariancePointNormal, StandardPointNormal
 from pcflow.transforms import PointActNorm, PointAffineCoupling, PointSplineCoupling
 
 MASKS = [(1, 0, 0), (0, 1, 1), (0, 1, 0), (1, 0, 1), (0, 0, 1), (1, 1, 0)]
 
 
-def make_flow(num_layers=4, dtype=torch.float64, spline=False, foreign=False, seed=0, **kwargs):
+def make_flow(
+    num_layers=4, dtype=torch.float64, spline=False, foreign=False, seed=0, freevar=False, **kwargs
+):
     torch.manual_seed(seed)
     layers = []
     for j in range(num_layers):
@@ -28,7 +31,13 @@ def make_flow(num_layers=4, dtype=torch.float64, spline=False, foreign=False, se
         layers.append(layer)
     if foreign:
         layers.insert(1, Permutation(torch.tensor([2, 0, 1]), dim=2))
-    return ConditionalPointFlow(CompositeTransform(layers), **kwargs).to(dtype)
+    distribution = None
+    if freevar:
+        distribution = FreeVariancePointNormal(3, context_features=5)
+        with torch.no_grad():  # away from its zero start, so that z really sets the scale
+            distribution.log_scale.weight.normal_(0, 0.3)
+            distribution.log_scale.bias.normal_(0, 0.3)
+    return ConditionalPointFlow(CompositeTransform(layers), distribution, **kwargs).to(dtype)
 
 
 def reference_log_prob(flow, point, z):
@@ -248,3 +257,123 @@ def test_wrong_dtype_is_named(dtype):
     with pytest.raises(TypeError, match="context " + message):
         flow.sample(10, z.to(dtype))
     assert flow.to(dtype).sample(4, z.to(dtype)).dtype == dtype  # converting is the remedy
+
+
+# ------------------------------------------------------------------------------ temperature
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fused", "pytorch"])
+def test_temperature_one_is_the_sampling_without_the_option(dtype):
+    # The sampling every existing result was made with: noise from the seed, the inverse pass.
+    flow = make_flow(dtype=dtype)
+    z = torch.randn(3, 5, dtype=dtype)
+    torch.manual_seed(11)
+    noise = torch.randn(3, 64, 3, dtype=dtype)
+    with torch.no_grad():
+        reference = flow._run(noise, z, inverse=True, per_point=False)[0]
+        torch.manual_seed(11)
+        default = flow.sample(64, z)
+        torch.manual_seed(11)
+        explicit = flow.sample(64, z, temperature=1.0)
+    assert torch.equal(default, reference) and torch.equal(explicit, reference)
+
+
+@pytest.mark.parametrize("freevar", [False, True])
+def test_temperature_scales_the_base_noise(freevar):
+    flow = make_flow(freevar=freevar)
+    z = torch.randn(2, 5, dtype=torch.float64)
+    torch.manual_seed(5)
+    cold = flow.sample(50, z, temperature=0.5)
+    torch.manual_seed(5)
+    warm = flow.sample(50, z)
+    noise_cold, noise_warm = flow.transform_to_noise(cold, z), flow.transform_to_noise(warm, z)
+    torch.testing.assert_close(noise_cold, 0.5 * noise_warm, rtol=1e-9, atol=1e-10)
+    # The log-likelihood returned with tempered samples is the model's own.
+    torch.manual_seed(6)
+    samples, log_prob = flow.sample_and_log_prob(30, z, temperature=0.7)
+    torch.testing.assert_close(log_prob, flow.log_prob(samples, z), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "1", True])
+def test_temperature_must_be_positive_and_finite(bad):
+    flow = make_flow(num_layers=1)
+    with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+        flow.sample(5, torch.randn(1, 5, dtype=torch.float64), temperature=bad)
+
+
+# ------------------------------------------------------------------------------ freevar base
+def reference_freevar_log_prob(flow, point, z):
+    """float64 reference: N(f(x); 0, diag(exp(2 (W z + b)))) by scipy, |det df/dx| by autograd."""
+    from scipy.stats import multivariate_normal
+
+    def f(x):
+        out = x.view(1, 1, 3)
+        for layer in flow.layers:
+            out, _ = layer(out, z.view(1, -1))
+        return out.view(3)
+
+    base = flow._distribution
+    weight = base.log_scale.weight.detach().double().numpy()
+    bias = base.log_scale.bias.detach().double().numpy()
+    variance = np.exp(2 * (weight @ z.detach().double().numpy() + bias))
+    noise = f(point.double()).detach().numpy()
+    log_density = multivariate_normal(np.zeros(3), np.diag(variance)).logpdf(noise)
+    return float(log_density) + float(torch.linalg.slogdet(jacobian(f, point.double()))[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_freevar_log_prob_matches_float64_reference(dtype):
+    flow64 = make_flow(freevar=True)
+    flow = make_flow(freevar=True, dtype=dtype)  # the same weights in ``dtype``
+    generator = torch.Generator().manual_seed(2)
+    points = torch.randn(2, 4, 3, dtype=torch.float64, generator=generator)
+    z = torch.randn(2, 5, dtype=torch.float64, generator=generator)
+    per_point = flow.log_prob(points.to(dtype), z.to(dtype), per_point=True).double()
+    reference = torch.tensor(
+        [
+            [reference_freevar_log_prob(flow64, points[b, p], z[b]) for p in range(4)]
+            for b in (0, 1)
+        ],
+        dtype=torch.float64,
+    )
+    if dtype == torch.float64:
+        torch.testing.assert_close(per_point, reference, rtol=1e-10, atol=1e-10)
+    else:
+        # float32 rounding: each of the 4 layers and the base sums O(10) terms of size up to
+        # the magnitude of the result, each with relative error eps; 1,000 eps per unit of
+        # magnitude leaves a wide margin and does not depend on the CPU's vector width.
+        eps = torch.finfo(torch.float32).eps
+        bound = 1000 * eps * (1 + reference.abs())
+        assert ((per_point - reference).abs() <= bound).all(), (per_point - reference).abs().max()
+    torch.testing.assert_close(flow.log_prob(points.to(dtype), z.to(dtype)).double(),
+                               per_point.sum(1), rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_freevar_base_starts_standard_and_samples_with_the_shapes_scale():
+    base = FreeVariancePointNormal(3, context_features=5)
+    z = torch.randn(4, 5)
+    points = torch.randn(4, 7, 3)
+    torch.testing.assert_close(
+        base.log_prob(points, z), StandardPointNormal(3).log_prob(points), rtol=0, atol=0
+    )
+    flow = make_flow(freevar=True)
+    z = torch.randn(2, 5, dtype=torch.float64)
+    torch.manual_seed(3)
+    samples = flow.sample(40, z)
+    torch.manual_seed(3)
+    expected = torch.randn(2, 40, 3, dtype=torch.float64) * flow._distribution.scale(z)[:, None]
+    torch.testing.assert_close(flow.transform_to_noise(samples, z), expected, rtol=1e-9, atol=1e-10)
+    # Gradients reach the scale's layer through log_prob and through sampling.
+    loss = -flow.log_prob(samples, z).sum() + flow.sample(5, z).square().sum()
+    loss.backward()
+    assert flow._distribution.log_scale.weight.grad.abs().sum() > 0
+
+
+def test_freevar_errors_name_the_problem():
+    with pytest.raises(ValueError, match="context_features must be a positive integer"):
+        FreeVariancePointNormal(3, context_features=0)
+    with pytest.raises(ValueError, match="features must be a positive integer"):
+        FreeVariancePointNormal(0, context_features=4)
+    base = FreeVariancePointNormal(3, context_features=4)
+    with pytest.raises(ValueError, match="context is required"):
+        base.log_prob(torch.randn(2, 5, 3))
+    with pytest.raises(ValueError, match=r"context must have shape \(B, 4\)"):
+        base.log_prob(torch.randn(2, 5, 3), torch.randn(2, 3))

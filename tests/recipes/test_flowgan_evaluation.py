@@ -15,6 +15,7 @@ from pcflow.recipes.flowgan import (
     EvaluationResult,
     MeanCloudBaseline,
     comparison_table,
+    diagnose_reconstruction,
     evaluate_reconstruction,
     select_per_category,
 )
@@ -143,3 +144,50 @@ def test_tables() -> None:
     assert "| category | FlowGAN   | PSGN  |" in text
     assert "**2.000**" in text and "| 4.000" in text
     assert text.count("**mean**") == 3  # one table per metric
+
+
+def test_diagnosis_on_the_tiny_preset() -> None:
+    from pcflow.recipes.flowgan import FlowGAN, FlowGANConfig, build_model
+
+    config = FlowGANConfig.preset("tiny")
+    torch.manual_seed(0)
+    model = FlowGAN(config).eval()
+    with torch.no_grad():  # an image head far from the posterior: the two latents differ
+        model.generator.image_head.linear.bias.add_(3.0)
+    data = Clouds(num_points=config.data.num_points)
+    eval_config = EvalConfig(num_points=config.data.num_points, batch_size=5)
+    diagnosis = diagnose_reconstruction(
+        model, data, eval_config, temperature=0.9, progress=False, seed=3
+    )
+
+    # The image half is evaluate_reconstruction of reconstruct; the bound, of autoencode.
+    def image(batch: dict, n: int) -> torch.Tensor:
+        return model.reconstruct(batch["image"], n, temperature=0.9)
+
+    def bound(batch: dict, n: int) -> torch.Tensor:
+        return model.autoencode(batch["points"], n, temperature=0.9)
+
+    for predict, result in ((image, diagnosis.image), (bound, diagnosis.bound)):
+        torch.manual_seed(3)
+        expected = evaluate_reconstruction(predict, data, eval_config, progress=False)
+        assert result.per_category == expected.per_category
+    assert diagnosis.image.mean["CD"] != diagnosis.bound.mean["CD"]
+    # Latent distances, sample by sample, by hand.
+    distances: dict[str, list[float]] = {name: [] for name in Clouds.names}
+    for index in range(len(data)):
+        sample = data[index]
+        with torch.no_grad():
+            z_image = model.image_distribution(sample["image"][None]).mean[0]
+        z_posterior = model.posterior_mean(sample["points"][None])[0]
+        distances[sample["category_name"]].append(float((z_image - z_posterior).norm()))
+    for name, values in distances.items():
+        assert diagnosis.latent_distance[name] == pytest.approx(np.mean(values), rel=1e-5)
+    assert diagnosis.latent_distance["mean"] == pytest.approx(
+        np.mean([np.mean(v) for v in distances.values()]), rel=1e-5
+    )
+    assert diagnosis.temperature == 0.9 and diagnosis.bound.settings["temperature"] == 0.9
+    table = diagnosis.table()
+    assert "bound" in table and "latent distance" in table and "**mean**" in table
+    psgn = build_model(config.with_overrides(["model.decoder=psgn"]))
+    with pytest.raises(TypeError, match="model must be a FlowGAN"):
+        diagnose_reconstruction(psgn, data, eval_config, progress=False)

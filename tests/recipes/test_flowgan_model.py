@@ -194,3 +194,57 @@ def test_bad_arguments_are_refused() -> None:
         model.generator_terms(images, points[:2], target)
     with pytest.raises(ValueError, match="decoder"):
         build_model(FlowGANConfig().with_overrides(["model.decoder=voxels"]))
+
+
+def test_temperature_one_is_todays_reconstruction_and_scales_the_noise() -> None:
+    model = FlowGAN(_config()).eval()
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        z = model.image_distribution(images).mean
+        flow, scale = model.generator.flow, model.config.model.cloud_scale
+        torch.manual_seed(4)
+        noise = torch.randn(2, 60, 3)
+        todays = flow._run(noise, z, inverse=True, per_point=False)[0] * scale
+        cold = flow._run(0.6 * noise, z, inverse=True, per_point=False)[0] * scale
+    for keywords in ({}, {"temperature": 1.0}):
+        torch.manual_seed(4)
+        assert torch.equal(model.reconstruct(images, 60, **keywords), todays)
+    torch.manual_seed(4)
+    torch.testing.assert_close(model.reconstruct(images, 60, temperature=0.6), cold)
+    with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+        model.reconstruct(images, 60, temperature=0.0)
+
+
+def test_autoencode_decodes_the_posterior_mean_of_the_cloud() -> None:
+    model = FlowGAN(_config()).eval()
+    _, points, _ = _batch(2, 30)
+    scale = model.config.model.cloud_scale
+    with torch.no_grad():
+        features = model.generator.point_encoder(points / scale)
+        mean = model.generator.posterior_head.linear(features).chunk(2, dim=-1)[0]
+        torch.manual_seed(8)
+        expected = model.generator.flow.sample(70, context=mean, temperature=0.8) * scale
+    torch.testing.assert_close(model.posterior_mean(points), mean)
+    torch.manual_seed(8)
+    torch.testing.assert_close(model.autoencode(points, 70, temperature=0.8), expected)
+    with pytest.raises(ValueError, match="num_points must be a positive integer"):
+        model.autoencode(points, 0)
+    with pytest.raises(ValueError, match=r"points must have shape \(B, N, 3\)"):
+        model.autoencode(points[0], 10)
+
+
+def test_freevar_base_and_small_encoders_from_the_config() -> None:
+    from pcflow.encoders import SmallResNet
+    from pcflow.flows import FreeVariancePointNormal
+
+    config = _config().with_overrides(["model.base=freevar"])
+    model = FlowGAN(config)
+    assert isinstance(model.generator.flow._distribution, FreeVariancePointNormal)
+    # The tiny preset's encoders are the small ResNet, the critic's too (small checkpoints).
+    assert isinstance(model.generator.image_encoder.backbone, SmallResNet)
+    assert isinstance(model.critic.image_encoder.backbone, SmallResNet)
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    images, points, target = _batch()
+    terms = model.generator_terms(images, points, target)
+    terms["loss"].mean().backward()
+    assert model.generator.flow._distribution.log_scale.weight.grad.abs().sum() > 0

@@ -30,9 +30,11 @@ from pcflow.recipes.flowgan.config import (
 from pcflow.recipes.flowgan.data import ResumableSampler, SeededSamples, build_dataset, make_loader
 from pcflow.recipes.flowgan.evaluation import (
     METRICS,
+    Diagnosis,
     EvaluationResult,
     MeanCloudBaseline,
     comparison_table,
+    diagnose_reconstruction,
     evaluate_reconstruction,
     select_per_category,
 )
@@ -58,6 +60,7 @@ __all__ = [
     "METRICS",
     "PRESETS",
     "DataConfig",
+    "Diagnosis",
     "EvalConfig",
     "EvaluationResult",
     "FlowGAN",
@@ -80,6 +83,7 @@ __all__ = [
     "capture_rng_state",
     "check_rgb_images",
     "comparison_table",
+    "diagnose_reconstruction",
     "evaluate_reconstruction",
     "load_model",
     "make_loader",

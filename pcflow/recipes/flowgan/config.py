@@ -63,11 +63,17 @@ class ModelConfig:
         num_layers: Coupling layers of the point flow (paper: 63 = 21 blocks of 3).
         hidden_features: Width of the coupling networks (paper: 64).
         coupling: Coupling kind passed to `pcflow.flows.dpf_flow`.
+        base: The flow's base distribution: ``"normal"`` (standard normal over points) or
+            ``"freevar"`` (the public configuration's: zero mean, a per-shape scale from a
+            linear layer of ``z``, `pcflow.flows.FreeVariancePointNormal`).
         memory_efficient: Recompute the flow's activations in backward instead of storing
             them (bounded memory, more time).
         point_features: Width of the PointNet feature that feeds the posterior head (512).
         point_hidden_features: PointNet's per-point widths before it (64, 128, 256).
-        image_arch: Image encoder architecture (paper: ResNet18, trained from scratch).
+        image_arch: Image encoder architecture: ``"resnet18"`` (paper, trained from scratch,
+            torchvision's layout) or ``"small"`` (`pcflow.encoders.SmallResNet`, the CPU
+            presets': a quick-preset step spent 333 ms of about 550 ms in ResNet18's forward
+            and backward, 47 ms with the small one).
         image_features: Width of the image feature that feeds the image head (512).
         image_channels: 4 feeds grayscale plus RGB as in the paper; 3 feeds RGB.
         image_size: Images are resized to ``image_size x image_size`` (paper: 224).
@@ -78,6 +84,7 @@ class ModelConfig:
         adversarial: Train with the cross-modal critic; ``False`` is the flow-only ablation.
         critic_point_features: The critic's PointNet feature width (128).
         critic_image_features: The critic's image feature width (128).
+        critic_image_arch: The critic's image encoder, as ``image_arch``.
         critic_hidden_features: The critic's fusion MLP widths (128, 64, 32, 16).
         psgn_points: Points regressed by the PSGN-style baseline; ``None`` for
             ``eval.num_points``.
@@ -88,10 +95,11 @@ class ModelConfig:
     num_layers: int = 15
     hidden_features: int = 64
     coupling: str = "affine"
+    base: str = "normal"
     memory_efficient: bool = False
     point_features: int = 256
     point_hidden_features: list[int] = field(default_factory=lambda: [64, 128, 256])
-    image_arch: str = "resnet18"
+    image_arch: str = "small"
     image_features: int = 256
     image_channels: int = 4
     image_size: int = 64
@@ -99,6 +107,7 @@ class ModelConfig:
     adversarial: bool = True
     critic_point_features: int = 128
     critic_image_features: int = 128
+    critic_image_arch: str = "small"
     critic_hidden_features: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
     psgn_points: int | None = None
 
@@ -164,7 +173,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.995])
     amsgrad: bool = True
     weight_decay: float = 1e-6
-    lr_milestones: list[int] = field(default_factory=lambda: [3])
+    lr_milestones: list[int] = field(default_factory=lambda: [8])
     lr_gamma: float = 0.25
     critic_lr: float | None = None
     grad_clip_norm: float | None = 100.0
@@ -195,9 +204,9 @@ class TrainConfig:
     """
 
     seed: int = 0
-    epochs: int = 4
+    epochs: int = 10
     batch_size: int = 16
-    critic_warmup_epochs: int = 2
+    critic_warmup_epochs: int = 9
     mixed_precision: bool = False
     max_consecutive_nonfinite: int = 20
     checkpoint_every: int = 100
@@ -221,6 +230,8 @@ class EvalConfig:
         batch_size: Shapes per evaluation batch.
         max_per_category: Evaluate at most this many test samples per category (``None``:
             all).
+        temperature: Scale of the flow's base noise when sampling predictions (1: the
+            model's own samples); chosen on the validation split.
     """
 
     num_points: int = 1024
@@ -228,6 +239,7 @@ class EvalConfig:
     fscore_threshold: float = 1e-3
     batch_size: int = 16
     max_per_category: int | None = None
+    temperature: float = 1.0
 
 
 _FREE_FORM = ("options", "synthetic")
@@ -586,10 +598,12 @@ PRESETS: dict[str, dict[str, Any]] = {
             "point_features": 512,
             "point_hidden_features": [64, 128, 256],
             "image_arch": "resnet18",
+            "critic_image_arch": "resnet18",
             "image_features": 512,
             "image_channels": 4,
             "image_size": 224,
             "cloud_scale": 2.0,
+            "base": "freevar",
             "adversarial": True,
         },
         "loss": {
@@ -642,6 +656,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "point_hidden_features": [8, 16],
             "image_features": 16,
             "image_size": 32,
+            "image_arch": "small",
+            "critic_image_arch": "small",
             "critic_point_features": 8,
             "critic_image_features": 8,
             "critic_hidden_features": [8, 4],

@@ -93,6 +93,11 @@ def prepare_images(images: Tensor, size: int, channels: int = 4) -> Tensor:
     return torch.cat([(grey - _GREY_MEAN) / _GREY_STD, rgb], dim=1)
 
 
+def _check_num_points(num_points: int) -> None:
+    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
+        raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
+
+
 def _check_clouds(name: str, points: Tensor, batch: int) -> None:
     from pcflow._checks import check_points
 
@@ -144,6 +149,7 @@ class FlowGANGenerator(nn.Module):
             hidden_features=model.hidden_features,
             coupling=model.coupling,
             memory_efficient=model.memory_efficient,
+            base=model.base,
         )
 
     def posterior(self, points: Tensor) -> DiagonalGaussian:
@@ -338,6 +344,7 @@ class FlowGAN(_Recipe):
                 point_features=model.critic_point_features,
                 image_features=model.critic_image_features,
                 hidden_features=tuple(model.critic_hidden_features),
+                image_arch=model.critic_image_arch,
             )
             if model.adversarial
             else None
@@ -354,6 +361,7 @@ class FlowGAN(_Recipe):
         *,
         sample_latent: bool = False,
         chunk_size: int | None = None,
+        temperature: float = 1.0,
     ) -> Tensor:
         """Predict a point cloud of any size for each image (in evaluation mode, no gradients).
 
@@ -364,16 +372,59 @@ class FlowGAN(_Recipe):
             sample_latent: Draw ``z`` from the image Gaussian instead of using its mean (the
                 paper uses the mean).
             chunk_size: Sample the flow in chunks of this many points (bounded memory).
+            temperature: Scale of the flow's base noise (see
+                `pcflow.flows.ConditionalPointFlow.sample`); 1 samples the model itself.
 
         Returns:
             Unit-scale clouds ``(B, num_points, 3)``.
         """
-        if not isinstance(num_points, int) or num_points < 1:
-            raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
+        _check_num_points(num_points)
         with self._evaluating():
             distribution = self.image_distribution(images)
             z = distribution.rsample() if sample_latent else distribution.mean
-            clouds = self.generator.flow.sample(num_points, context=z, chunk_size=chunk_size)
+            clouds = self.generator.flow.sample(
+                num_points, context=z, chunk_size=chunk_size, temperature=temperature
+            )
+        return clouds * self.config.model.cloud_scale
+
+    def posterior_mean(self, points: Tensor) -> Tensor:
+        """The mean of ``q(z | points)``, ``(B, C)``, for unit-scale clouds ``(B, N, 3)``."""
+        from pcflow._checks import check_points
+
+        check_points("points", points, 3)
+        with self._evaluating():
+            return self.generator.posterior(points / self.config.model.cloud_scale).mean
+
+    def autoencode(
+        self,
+        points: Tensor,
+        num_points: int = 2500,
+        *,
+        chunk_size: int | None = None,
+        temperature: float = 1.0,
+    ) -> Tensor:
+        """Decode each cloud's own posterior mean: the *autoencoding bound* of a reconstruction.
+
+        The flow is handed the latent that the point encoder gives the true cloud, instead of
+        the image's. The distance of these clouds to the truth bounds what a better image
+        encoder alone could reach; when it is about the image reconstruction's, the decoder is
+        what holds the model back.
+
+        Arguments:
+            points: Unit-scale clouds ``(B, N, 3)`` (the point encoder's input).
+            num_points: Points per decoded cloud.
+            chunk_size: As in `reconstruct`.
+            temperature: As in `reconstruct`.
+
+        Returns:
+            Unit-scale clouds ``(B, num_points, 3)``.
+        """
+        _check_num_points(num_points)
+        z = self.posterior_mean(points)
+        with self._evaluating():
+            clouds = self.generator.flow.sample(
+                num_points, context=z, chunk_size=chunk_size, temperature=temperature
+            )
         return clouds * self.config.model.cloud_scale
 
 

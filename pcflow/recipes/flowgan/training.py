@@ -569,7 +569,12 @@ class Trainer:
     # -------------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
         """Chamfer distance (squared, unit scale) and F-score of predictions on the validation
-        set (``train.val_batches`` batches), with a fixed seed that leaves the RNGs untouched."""
+        set (``train.val_batches`` batches), with a fixed seed that leaves the RNGs untouched.
+
+        For FlowGAN it also reports the autoencoding bound (``val_bound_chamfer``,
+        ``val_bound_fscore``: the flow decoding the posterior mean of the true cloud, see
+        `FlowGAN.autoencode`) and ``val_latent_distance``, the mean distance between the image
+        Gaussian's mean and that posterior mean. Samples use ``eval.temperature``."""
         from pcflow.losses import chamfer_distance
         from pcflow.metrics import f_score
 
@@ -579,6 +584,10 @@ class Trainer:
             shuffle=False, drop_last=False,
         )  # fmt: skip
         chamfers, fscores = [], []
+        bound_chamfers, bound_fscores, distances = [], [], []
+        diagnose = hasattr(self.model, "autoencode")
+        temperature = self.config.eval.temperature
+        threshold = self.config.eval.fscore_threshold
         nonfinite = 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.train.seed)
@@ -589,7 +598,24 @@ class Trainer:
                 ):
                     break
                 truth = batch["points"].to(self.device)
-                pred = self.model.reconstruct(batch["image"].to(self.device), truth.shape[1])
+                images = batch["image"].to(self.device)
+                pred = self.model.reconstruct(images, truth.shape[1], temperature=temperature)
+                if diagnose:
+                    bound = self.model.autoencode(truth, truth.shape[1], temperature=temperature)
+                    with self.model._evaluating():  # BatchNorm's running statistics
+                        z_image = self.model.image_distribution(images).mean
+                    z_posterior = self.model.posterior_mean(truth)
+                    distances.append((z_image - z_posterior).norm(dim=1).cpu())
+                    kept = torch.isfinite(bound).flatten(1).all(1)
+                    if bool(kept.any()):
+                        bound_chamfers.append(
+                            chamfer_distance(bound[kept], truth[kept], batch_reduction=None)[
+                                0
+                            ].cpu()
+                        )
+                        bound_fscores.append(
+                            f_score(bound[kept], truth[kept], threshold=threshold).f_score.cpu()
+                        )
                 finite = torch.isfinite(pred).flatten(1).all(1)
                 nonfinite += int((~finite).sum())
                 if not bool(finite.any()):
@@ -597,9 +623,7 @@ class Trainer:
                 pred, truth = pred[finite], truth[finite]
                 chamfer, _ = chamfer_distance(pred, truth, batch_reduction=None)
                 chamfers.append(chamfer.cpu())
-                fscores.append(
-                    f_score(pred, truth, threshold=self.config.eval.fscore_threshold).f_score.cpu()
-                )
+                fscores.append(f_score(pred, truth, threshold=threshold).f_score.cpu())
         if nonfinite:
             warnings.warn(
                 f"{nonfinite} validation clouds held NaN or infinite points; they are left out "
@@ -607,20 +631,37 @@ class Trainer:
                 stacklevel=2,
             )
         if not chamfers:
-            return {"val_chamfer": math.inf, "val_fscore": 0.0, "val_nonfinite": float(nonfinite)}
-        return {
-            "val_chamfer": float(torch.cat(chamfers).mean()),
-            "val_fscore": float(torch.cat(fscores).mean()),
-            "val_nonfinite": float(nonfinite),
-        }
+            metrics = {"val_chamfer": math.inf, "val_fscore": 0.0}
+        else:
+            metrics = {
+                "val_chamfer": float(torch.cat(chamfers).mean()),
+                "val_fscore": float(torch.cat(fscores).mean()),
+            }
+        metrics["val_nonfinite"] = float(nonfinite)
+        if diagnose:
+            metrics["val_bound_chamfer"] = (
+                float(torch.cat(bound_chamfers).mean()) if bound_chamfers else math.inf
+            )
+            metrics["val_bound_fscore"] = (
+                float(torch.cat(bound_fscores).mean()) if bound_fscores else 0.0
+            )
+            metrics["val_latent_distance"] = float(torch.cat(distances).mean())
+        return metrics
 
     def _validate_and_picture(self) -> bool:
         improved = False
         if self.is_main:
             metrics = self.validate()
+            bound = ""
+            if "val_bound_chamfer" in metrics:
+                bound = (
+                    f"; autoencoding bound {metrics['val_bound_chamfer']:.5f}, "
+                    f"{100 * metrics['val_bound_fscore']:.2f}%; latent distance "
+                    f"{metrics['val_latent_distance']:.3f}"
+                )
             self._print(
                 f"epoch {self.state.epoch}: val Chamfer {metrics['val_chamfer']:.5f}, "
-                f"F-score {100 * metrics['val_fscore']:.2f}% (step {self.state.global_step})"
+                f"F-score {100 * metrics['val_fscore']:.2f}%{bound} (step {self.state.global_step})"
             )
             self._log(metrics, None)
             if metrics["val_chamfer"] < self.state.best_metric:
@@ -636,12 +677,13 @@ class Trainer:
         return improved
 
     def picture(self, path: str | Path) -> Path | None:
-        """Draw predicted clouds under their validation images, next to the true clouds.
+        """Draw validation images | predicted clouds | true clouds, seen from the images'
+        viewpoints (`pcflow.viz.plot_reconstructions`).
 
         Clouds that hold NaN or infinite points (a diverged model) are left out with a warning;
         returns ``None`` (and draws nothing) when no cloud is finite.
         """
-        from pcflow.viz import plot_point_clouds
+        from pcflow.viz import plot_reconstructions
 
         assert self.val_set is not None
         count = min(self.config.train.num_pictures, len(self.val_set))
@@ -650,7 +692,9 @@ class Trainer:
         images = torch.stack([s["image"] for s in samples]).to(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.train.seed)
-            pred = self.model.reconstruct(images, self.config.data.num_points).cpu()
+            pred = self.model.reconstruct(
+                images, self.config.data.num_points, temperature=self.config.eval.temperature
+            ).cpu()
         # A diverged model must not stop training here: draw the finite clouds, name the rest.
         finite = torch.isfinite(pred).flatten(1).all(1).tolist()
         if not all(finite):
@@ -664,13 +708,15 @@ class Trainer:
         pred = pred[torch.tensor(finite, dtype=torch.bool)]
         if not samples:
             return None
-        clouds, titles, pictures = [], [], []
-        for sample, cloud in zip(samples, pred):
-            clouds += [cloud, sample["points"]]
-            titles += [f"{sample['category_name']}: predicted", "ground truth"]
-            pictures += [sample["image"], sample["image"]]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        plot_point_clouds(clouds, titles=titles, images=pictures, path=path, columns=6)
+        cameras = [s["camera"] for s in samples] if all("camera" in s for s in samples) else None
+        plot_reconstructions(
+            [s["image"] for s in samples],
+            {"prediction": list(pred)},
+            [s["points"] for s in samples],
+            path,
+            cameras=cameras,
+            labels=[s["category_name"] for s in samples],
+        )
         return Path(path)
 
     # -------------------------------------------------------------- logs
