@@ -431,7 +431,9 @@ def _expanded_size(
 _CHOICES = {
     "model.decoder": ("flow", "psgn"),
     "model.coupling": ("affine", "spline"),
-    "model.image_arch": ("resnet18",),
+    "model.image_arch": ("resnet18", "small"),
+    "model.critic_image_arch": ("resnet18", "small"),
+    "model.base": ("normal", "freevar"),
     "model.image_channels": (3, 4),
     "loss.adversarial_latent": ("mean", "sample"),
     "loss.gan_kind": ("lsgan", "nonsaturating", "hinge", "wasserstein"),
