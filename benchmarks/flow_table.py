@@ -30,7 +30,9 @@ __all__ = [
     "build_ours",
     "flow_flops_per_point",
     "measure",
+    "measure_variants",
     "print_table",
+    "print_variants",
     "profile",
 ]
 
@@ -161,6 +163,91 @@ def measure(
     return result
 
 
+def measure_variants(
+    batch: int = 16,
+    num_points: int = 2048,
+    context: int = 512,
+    layers: int = 63,
+    hidden: int = 64,
+    rounds: int = 3,
+    threads: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """pcflow's three passes on each instruction-set variant of the kernel this CPU runs.
+
+    The variants and a 2048x2048 fp32 ``torch.mm`` are timed interleaved in one process (the
+    fastest of ``rounds``), so the fractions of the matmul rate compare within the run.
+
+    Returns:
+        Per variant: ``"<op>_points_per_s"`` and ``"<op>_fraction_of_mm"`` for op in
+        ``forward``, ``inverse``, ``train``; ``"mm_gflops"`` under the key ``"mm"``.
+    """
+    from pcflow import _native
+    from pcflow.flows import fused
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    flow = build_ours(context, layers, hidden)
+    points = torch.rand(batch, num_points, 3) * 2 - 1
+    latent = torch.randn(batch, context)
+    noise = torch.randn(batch, num_points, 3)
+
+    def train() -> None:
+        z = latent.clone().requires_grad_(True)
+        (-flow.log_prob(points, z).sum()).backward()
+
+    passes = {
+        "forward": lambda: flow.log_prob(points, latent),
+        "inverse": lambda: flow._run(noise, latent, True, False),
+        "train": train,
+    }
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    variants = _native.cpu_variants()
+    times: dict[tuple[str, str], list[float]] = {}
+    mm: list[float] = []
+    for round_ in range(rounds + 1):  # round 0 warms up
+        for variant in variants:
+            with fused.use_variant(variant):
+                for op, fn in passes.items():
+                    if op == "train":
+                        elapsed = _time(fn)
+                    else:
+                        with torch.no_grad():
+                            elapsed = _time(fn)
+                    if round_:
+                        times.setdefault((variant, op), []).append(elapsed)
+        elapsed = _time(lambda: torch.mm(a, b))
+        if round_:
+            mm.append(elapsed)
+    mm_rate = 2 * 2048**3 / min(mm)
+    flops = flow_flops_per_point(flow) * batch * num_points
+    result: dict[str, dict[str, float]] = {"mm": {"mm_gflops": mm_rate / 1e9}}
+    for variant in variants:
+        row = result.setdefault(variant, {})
+        for op, factor in (("forward", 1), ("inverse", 1), ("train", 3)):
+            best = min(times[(variant, op)])
+            row[f"{op}_points_per_s"] = batch * num_points / best
+            row[f"{op}_fraction_of_mm"] = factor * flops / best / mm_rate
+    return result
+
+
+def print_variants(result: dict[str, dict[str, float]]) -> None:
+    """Print the per-variant markdown table of the docs' benchmarks page."""
+    print(
+        "| variant | log_prob points/s | of mm | sample points/s | of mm | train points/s | of mm |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for variant, row in result.items():
+        if variant == "mm":
+            continue
+        cells = [
+            f"{row[f'{op}_points_per_s']:,.0f} | {100 * row[f'{op}_fraction_of_mm']:.0f}%"
+            for op in ("forward", "inverse", "train")
+        ]
+        print(f"| {variant} | " + " | ".join(cells) + " |")
+    print(f"\ntorch.mm 2048x2048 fp32: {result['mm']['mm_gflops']:.1f} GFLOP/s (same run)")
+
+
 def print_table(result: dict[str, float]) -> None:
     """Print the markdown table of the docs' benchmarks page."""
     print("| pass | pcflow points/s | nflows points/s | speed-up | pcflow GFLOP/s | of mm |")
@@ -273,6 +360,11 @@ def main() -> None:
         "--profile", action="store_true", help="where pcflow's time goes, instead of the table"
     )
     parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="pcflow's passes on every instruction-set variant this CPU runs (no nflows)",
+    )
+    parser.add_argument(
         "--variant",
         choices=["generic", "avx2", "avx512"],
         default=None,
@@ -285,6 +377,14 @@ def main() -> None:
 
     if not args.no_fused:
         print(f"fused kernel: {fused.kernel_info()}")
+    if args.variants:
+        print_variants(
+            measure_variants(
+                args.batch, args.num_points, args.context, args.layers, args.hidden, args.rounds,
+                args.threads,
+            )
+        )  # fmt: skip
+        return
     if args.profile:
         profile(
             args.batch, args.num_points, args.context, args.layers, args.hidden, args.rounds,
