@@ -43,6 +43,17 @@ def _as_image(image: Any, index: int) -> np.ndarray:
     return np.clip(array.astype(np.float64), 0.0, 1.0)
 
 
+def _save(figure: Any, path: Any, dpi: int) -> Any:
+    # Both plotting functions write a PNG where asked, creating its folder, and return the figure.
+    if path is not None:
+        path = os.fspath(path)
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        figure.savefig(path, dpi=dpi, format="png")
+    return figure
+
+
 def plot_point_clouds(
     clouds: Sequence[Any],
     titles: Sequence[str] | None = None,
@@ -149,13 +160,7 @@ def plot_point_clouds(
         if titles is not None:
             axis.set_title(str(titles[i]), fontsize=9)
     figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.02, hspace=0.05)
-    if path is not None:
-        path = os.fspath(path)
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        figure.savefig(path, dpi=dpi, format="png")
-    return figure
+    return _save(figure, path, dpi)
 
 
 def _as_camera(camera: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -326,10 +331,4 @@ def plot_reconstructions(
                 axis.set_axis_off()
             if row == 0:
                 axis.set_title(name, fontsize=8, pad=3)
-    if path is not None:
-        path = os.fspath(path)
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        figure.savefig(path, dpi=dpi, format="png")
-    return figure
+    return _save(figure, path, dpi)
