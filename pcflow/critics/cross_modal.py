@@ -51,8 +51,9 @@ class CrossModalCritic(nn.Module):
         negative_slope: Slope of the LeakyReLU.
         image_weights: Optional local torchvision resnet18 state dict for the image branch
             (see `pcflow.encoders.ResNetImageEncoder`).
-        image_arch: The image branch's architecture: ``"resnet18"`` (paper) or ``"small"``
-            (`pcflow.encoders.SmallResNet`, for CPU budgets).
+        image_arch: The image branch's architecture: ``"resnet18"`` (paper), ``"small"``
+            (`pcflow.encoders.SmallResNet`, for CPU budgets) or ``"small_gn"`` (the same with
+            GroupNorm).
 
     Example:
         >>> import torch

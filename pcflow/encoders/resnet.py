@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 
 import torch
@@ -36,7 +36,7 @@ __all__ = [
 MIN_IMAGE_SIZE = 32
 """Smallest accepted image height and width: ResNets downsample by 32 before pooling."""
 
-_ARCHS = ("resnet18", "small")
+_ARCHS = ("resnet18", "small", "small_gn")
 _BACKENDS = ("auto", "torchvision", "builtin")
 
 
@@ -91,18 +91,20 @@ def torchvision_resnet18_keys() -> list[tuple[str, tuple[int, ...]]]:
 class _BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (torchvision's ``BasicBlock`` names)."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, norm: Callable[[int], nn.Module]
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm(planes)
         self.downsample: nn.Module | None = None
         if stride != 1 or in_planes != planes:
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
+                norm(planes),
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -142,7 +144,8 @@ class ResNet18(nn.Module):
         for index, planes in enumerate((64, 128, 256, 512), start=1):
             stride = 1 if index == 1 else 2
             layer = nn.Sequential(
-                _BasicBlock(in_planes, planes, stride), _BasicBlock(planes, planes, 1)
+                _BasicBlock(in_planes, planes, stride, nn.BatchNorm2d),
+                _BasicBlock(planes, planes, 1, nn.BatchNorm2d),
             )
             self.add_module(f"layer{index}", layer)
             in_planes = planes
@@ -162,6 +165,14 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+def _group_norm(channels: int) -> nn.Module:
+    groups = 8 if channels % 8 == 0 else 1
+    return nn.GroupNorm(groups, channels)
+
+
+_NORMS: dict[str, Callable[[int], nn.Module]] = {"batch": nn.BatchNorm2d, "group": _group_norm}
+
+
 class SmallResNet(nn.Module):
     """A narrow, shallow ResNet for CPU presets: one basic block per stage, widths 16-128.
 
@@ -175,6 +186,9 @@ class SmallResNet(nn.Module):
         num_classes: Output size of ``fc``.
         in_channels: Image channels.
         widths: Channels of the stages.
+        norm: ``"batch"`` (BatchNorm, as ResNet18) or ``"group"`` (GroupNorm with 8 groups, or
+            one per channel below 8 channels): no running statistics, so the network computes
+            the same function in training and evaluation mode.
 
     Example:
         >>> import torch
@@ -188,16 +202,20 @@ class SmallResNet(nn.Module):
         num_classes: int = 512,
         in_channels: int = 3,
         widths: tuple[int, ...] = (16, 32, 64, 128),
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         if not widths or any(w < 1 for w in widths):
             raise ValueError(f"widths must be positive channel counts, got {widths!r}")
+        if norm not in _NORMS:
+            raise ValueError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}")
+        make_norm = _NORMS[norm]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.bn1 = make_norm(widths[0])
         self.relu = nn.ReLU(inplace=True)
         blocks, in_planes = [], widths[0]
         for index, planes in enumerate(widths):
-            blocks.append(_BasicBlock(in_planes, planes, 1 if index == 0 else 2))
+            blocks.append(_BasicBlock(in_planes, planes, 1 if index == 0 else 2, make_norm))
             in_planes = planes
         self.layers = nn.Sequential(*blocks)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
@@ -318,7 +336,8 @@ class ResNetImageEncoder(nn.Module):
         He, Zhang, Ren, Sun. "Deep Residual Learning for Image Recognition." CVPR 2016.
 
     Arguments:
-        arch: Architecture; ``"resnet18"`` or ``"small"`` (`SmallResNet`).
+        arch: Architecture; ``"resnet18"``, ``"small"`` (`SmallResNet`) or ``"small_gn"``
+            (`SmallResNet` with GroupNorm: the same function in training and evaluation mode).
         out_features: Size of the output features.
         in_channels: Number of image channels.
         weights: ``None`` (random initialisation), a path to a local state-dict file, or a
@@ -352,14 +371,15 @@ class ResNetImageEncoder(nn.Module):
             raise ValueError(
                 f"in_channels and out_features must be positive, got {in_channels}, {out_features}"
             )
-        if arch == "small":
+        if arch in ("small", "small_gn"):
             if weights is not None:
                 raise ValueError(
-                    "weights are torchvision resnet18 state dicts; arch='small' has none, "
+                    f"weights are torchvision resnet18 state dicts; arch={arch!r} has none, "
                     "give arch='resnet18' to load them"
                 )
             self.backend = "builtin"
-            self.backbone = SmallResNet(out_features, in_channels)
+            norm = "group" if arch == "small_gn" else "batch"
+            self.backbone = SmallResNet(out_features, in_channels, norm=norm)
             self.arch, self.in_channels, self.out_features = arch, in_channels, out_features
             return
         backbone = None if backend == "builtin" else _torchvision_resnet18()

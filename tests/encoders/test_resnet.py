@@ -280,3 +280,21 @@ def test_small_encoder_for_cpu_presets() -> None:
         ResNetImageEncoder("resnet50")
     with pytest.raises(ValueError, match="widths must be positive"):
         SmallResNet(widths=(16, 0))
+
+
+def test_group_norm_small_encoder_is_the_same_function_in_training_and_evaluation() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(4, 4, 32, 32)
+    group = ResNetImageEncoder("small_gn", out_features=8, in_channels=4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in group.modules())
+    batch = ResNetImageEncoder("small", out_features=8, in_channels=4)
+    with torch.no_grad():
+        torch.testing.assert_close(group.train()(images), group.eval()(images))
+        # BatchNorm, the default, is not: batch statistics against running statistics.
+        assert not torch.allclose(batch.train()(images), batch.eval()(images), atol=1e-3)
+        # A sample's features do not depend on the rest of the batch.
+        torch.testing.assert_close(group.train()(images)[:1], group.train()(images[:1]))
+    with pytest.raises(ValueError, match="norm must be one of"):
+        from pcflow.encoders import SmallResNet
+
+        SmallResNet(norm="layer")

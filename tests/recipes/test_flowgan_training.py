@@ -408,3 +408,25 @@ def test_the_generator_step_compiles_without_graph_breaks(out: Path) -> None:
 
     explanation = torch._dynamo.explain(objective)(images, batch["points"], batch["points_target"])
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+
+class OrderedToyShapes(ToyShapes):
+    """ToyShapes ordered by category, as the synthetic and ShapeNet splits are."""
+
+    def __getitem__(self, index: int) -> dict:
+        sample = super().__getitem__(index)
+        sample["category_name"] = self.categories[int(index >= len(self) // 2)]
+        return sample
+
+
+def test_validation_samples_are_spread_over_the_categories(out: Path) -> None:
+    from pcflow.recipes.flowgan.evaluation import _sample_categories
+
+    config = _config("train.batch_size=2", "train.val_batches=2")
+    val = OrderedToyShapes(count=16)
+    trainer = Trainer(config, out, ToyShapes(count=8), val, progress=False)
+    subset = trainer._validation_subset()
+    # Two batches of two: two samples of each category, not the first four (all "ball").
+    assert sorted(_sample_categories(subset)) == ["ball", "ball", "rod", "rod"]
+    assert trainer.validate()["val_chamfer"] > 0

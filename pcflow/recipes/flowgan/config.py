@@ -71,9 +71,9 @@ class ModelConfig:
         point_features: Width of the PointNet feature that feeds the posterior head (512).
         point_hidden_features: PointNet's per-point widths before it (64, 128, 256).
         image_arch: Image encoder architecture: ``"resnet18"`` (paper, trained from scratch,
-            torchvision's layout) or ``"small"`` (`pcflow.encoders.SmallResNet`, the CPU
+            torchvision's layout), ``"small"`` (`pcflow.encoders.SmallResNet`, the CPU
             presets': a quick-preset step spent 333 ms of about 550 ms in ResNet18's forward
-            and backward, 47 ms with the small one).
+            and backward, 47 ms with the small one) or ``"small_gn"`` (the same with GroupNorm).
         image_features: Width of the image feature that feeds the image head (512).
         image_channels: 4 feeds grayscale plus RGB as in the paper; 3 feeds RGB.
         image_size: Images are resized to ``image_size x image_size`` (paper: 224).
@@ -195,7 +195,8 @@ class TrainConfig:
             counted; this many in a row raise an error.
         checkpoint_every: Write ``last.pt`` every this many steps (and at every epoch's end).
         validate_every: Validate (metrics, ``best.pt`` and pictures) every this many epochs.
-        val_batches: Validation batches per validation (``None``: the whole split).
+        val_batches: Validation batches per validation, their samples spread evenly over the
+            categories (``None``: the whole split).
         num_pictures: Validation samples drawn in each picture.
         log_every: Write the CSV and TensorBoard logs every this many steps.
         threads: torch's intra-op threads per process; ``None`` leaves torch's default (all
@@ -431,8 +432,8 @@ def _expanded_size(
 _CHOICES = {
     "model.decoder": ("flow", "psgn"),
     "model.coupling": ("affine", "spline"),
-    "model.image_arch": ("resnet18", "small"),
-    "model.critic_image_arch": ("resnet18", "small"),
+    "model.image_arch": ("resnet18", "small", "small_gn"),
+    "model.critic_image_arch": ("resnet18", "small", "small_gn"),
     "model.base": ("normal", "freevar"),
     "model.image_channels": (3, 4),
     "loss.adversarial_latent": ("mean", "sample"),

@@ -20,10 +20,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from pcflow.recipes.flowgan.config import FlowGANConfig
 from pcflow.recipes.flowgan.data import make_loader
+from pcflow.recipes.flowgan.evaluation import _sample_categories, select_per_category
 from pcflow.recipes.flowgan.model import FlowGAN, PSGNBaseline, build_model
 from pcflow.utils import (
     CheckpointError,
@@ -569,7 +570,7 @@ class Trainer:
     # -------------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
         """Chamfer distance (squared, unit scale) and F-score of predictions on the validation
-        set (``train.val_batches`` batches), with a fixed seed that leaves the RNGs untouched.
+        set (``train.val_batches`` batches spread over the categories), with a fixed seed that leaves the RNGs untouched.
 
         For FlowGAN it also reports the autoencoding bound (``val_bound_chamfer``,
         ``val_bound_fscore``: the flow decoding the posterior mean of the true cloud, see
@@ -580,8 +581,8 @@ class Trainer:
 
         assert self.val_set is not None
         loader, _ = make_loader(
-            self.val_set, self.config.train.batch_size, seed=self.config.train.seed,
-            shuffle=False, drop_last=False,
+            self._validation_subset(), self.config.train.batch_size,
+            seed=self.config.train.seed, shuffle=False, drop_last=False,
         )  # fmt: skip
         chamfers, fscores = [], []
         bound_chamfers, bound_fscores, distances = [], [], []
@@ -591,12 +592,7 @@ class Trainer:
         nonfinite = 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.train.seed)
-            for index, batch in enumerate(loader):
-                if (
-                    self.config.train.val_batches is not None
-                    and index >= self.config.train.val_batches
-                ):
-                    break
+            for batch in loader:
                 truth = batch["points"].to(self.device)
                 images = batch["image"].to(self.device)
                 pred = self.model.reconstruct(images, truth.shape[1], temperature=temperature)
@@ -647,6 +643,18 @@ class Trainer:
             )
             metrics["val_latent_distance"] = float(torch.cat(distances).mean())
         return metrics
+
+    def _validation_subset(self) -> Dataset:
+        """The validation samples: ``train.val_batches`` batches' worth, spread evenly over the
+        categories (`select_per_category`), so that the validation metric (and ``best.pt``)
+        weighs every category, not just the first ones of a category-ordered split."""
+        assert self.val_set is not None
+        batches = self.config.train.val_batches
+        if batches is None:
+            return self.val_set
+        categories = len(set(_sample_categories(self.val_set)))
+        per_category = -(-batches * self.config.train.batch_size // max(categories, 1))
+        return Subset(self.val_set, select_per_category(self.val_set, per_category))
 
     def _validate_and_picture(self) -> bool:
         improved = False
