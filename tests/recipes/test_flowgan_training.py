@@ -410,7 +410,6 @@ def test_the_generator_step_compiles_without_graph_breaks(out: Path) -> None:
     assert explanation.graph_break_count == 0, explanation.break_reasons
 
 
-
 class OrderedToyShapes(ToyShapes):
     """ToyShapes ordered by category, as the synthetic and ShapeNet splits are."""
 

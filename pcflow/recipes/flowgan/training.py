@@ -570,7 +570,8 @@ class Trainer:
     # -------------------------------------------------------------- validation
     def validate(self) -> dict[str, float]:
         """Chamfer distance (squared, unit scale) and F-score of predictions on the validation
-        set (``train.val_batches`` batches spread over the categories), with a fixed seed that leaves the RNGs untouched.
+        set (``train.val_batches`` batches spread over the categories), with a fixed seed that
+        leaves the RNGs untouched.
 
         For FlowGAN it also reports the autoencoding bound (``val_bound_chamfer``,
         ``val_bound_fscore``: the flow decoding the posterior mean of the true cloud, see
