@@ -429,3 +429,24 @@ def test_validation_samples_are_spread_over_the_categories(out: Path) -> None:
     # Two batches of two: two samples of each category, not the first four (all "ball").
     assert sorted(_sample_categories(subset)) == ["ball", "ball", "rod", "rod"]
     assert trainer.validate()["val_chamfer"] > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (("loss.points_weight=0", "loss.prior_weight=0", "loss.entropy_weight=0"), 1.0),
+        (("loss.adversarial_weight=0",), 0.0),
+    ],
+)
+def test_logged_steps_report_the_adversarial_share_of_the_flow_gradient(
+    out: Path, overrides: tuple[str, ...], expected: float
+) -> None:
+    config = _config("train.critic_warmup_epochs=0", "train.log_every=1", *overrides)
+    trainer = Trainer(config, out, ToyShapes(), progress=False)
+    values = trainer.train_step(next(iter(trainer.loader)))
+    assert values["adversarial_grad_share"] == pytest.approx(expected, abs=1e-6)
+    assert values["flow_grad_norm_likelihood"] + values["flow_grad_norm_adversarial"] > 0
+    # Steps that are not logged skip the two extra gradient passes.
+    config = _config("train.critic_warmup_epochs=0", "train.log_every=5", *overrides)
+    trainer = Trainer(config, out, ToyShapes(), progress=False)
+    assert "adversarial_grad_share" not in trainer.train_step(next(iter(trainer.loader)))

@@ -363,7 +363,10 @@ class Trainer:
 
             adversarial_loss = gan_generator_loss(fake_logits, kind=config.loss.gan_kind)
             logged["adversarial_loss"] = adversarial_loss.detach()
-            generator_loss = generator_loss + config.loss.adversarial_weight * adversarial_loss
+            weighted = config.loss.adversarial_weight * adversarial_loss
+            if (self.state.global_step + 1) % config.train.log_every == 0:
+                logged.update(self._gradient_share(generator_loss, weighted))
+            generator_loss = generator_loss + weighted
         logged["total_loss"] = generator_loss.detach()
         self.generator_scaler.scale(generator_loss).backward()
         generator_ok, generator_norm = self._clip_and_step(
@@ -373,6 +376,32 @@ class Trainer:
         if adversarial:
             logged["critic_grad_norm"] = critic_norm
         return self._finish_step(logged, generator_ok and critic_ok)
+
+    def _gradient_share(self, likelihood: Tensor, adversarial: Tensor) -> dict[str, Tensor]:
+        """How much of the flow's gradient the adversarial term makes, on logged steps.
+
+        The gradients of the likelihood terms and of the weighted adversarial term with respect
+        to the flow's parameters, taken separately (the graph is kept for the step's own
+        backward pass): their norms and ``adversarial_grad_share`` =
+        ``|g_adv| / (|g_adv| + |g_likelihood|)``, 0 when the critic does not move the flow, 0.5
+        when both pull as hard. Skipped under DDP (its gradient hooks expect one backward pass).
+        """
+        if self.distributed:
+            return {}
+        parameters = [p for p in self.model.generator.flow.parameters() if p.requires_grad]
+
+        def norm(loss: Tensor) -> Tensor:
+            grads = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+            squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
+            return torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
+
+        likelihood_norm, adversarial_norm = norm(likelihood), norm(adversarial)
+        share = adversarial_norm / (adversarial_norm + likelihood_norm).clamp_min(1e-30)
+        return {
+            "flow_grad_norm_likelihood": likelihood_norm,
+            "flow_grad_norm_adversarial": adversarial_norm,
+            "adversarial_grad_share": share,
+        }
 
     def _all_finite(self, tensor: Tensor) -> bool:
         flag = torch.isfinite(tensor.detach()).all().float().cpu().reshape(1)
