@@ -404,6 +404,26 @@ class ShapeNetR2N2(Dataset):
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def num_objects(self) -> int:
+        """Number of models in this split (`pcflow.data.CategorizedShapes`)."""
+        return len(self._models)
+
+    def object_category(self, index: int) -> str:
+        """The category name of model ``index``."""
+        return self.categories[self._models[index][0]]
+
+    def sample_category(self, index: int) -> str:
+        """The category name of sample ``index``, without loading it."""
+        return self.object_category(self._items[index][0])
+
+    def object_points(self, index: int) -> Tensor:
+        """The whole cloud ``(P, 3)`` of model ``index``, normalised as its samples' points are."""
+        cloud = self._load_cloud(self._models[index][2])
+        if self.normalize is not None:
+            cloud = self.normalize({"points": cloud})["points"]
+        return cloud
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
