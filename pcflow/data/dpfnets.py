@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pcflow.data.camera import R2N2_MAX_CAMERA_DISTANCE, r2n2_camera
+from pcflow.data.protocol import ModelCategories
 from pcflow.data.shapenet import R2N2_SYNSETS, _read_metadata
 from pcflow.data.transforms import Resize
 
@@ -90,7 +91,7 @@ def _partner(path: Path) -> tuple[Path, Path | None]:
     return path, None
 
 
-class DPFNetsShapeNet(Dataset):
+class DPFNetsShapeNet(ModelCategories, Dataset):
     """ShapeNet meshes (and 3D-R2N2 renderings) in the HDF5 files of DPF-Nets and FlowGAN.
 
     Reads the files of DPF-Nets' preprocessing, which FlowGAN's code reads too:
@@ -432,15 +433,6 @@ class DPFNetsShapeNet(Dataset):
         """Intrinsics ``(3, 3)``, extrinsics ``(3, 4)`` of rendered view ``view`` (stored frame)."""
         elevation = 30.0 if view % 2 else 25.0
         return r2n2_camera(15.0 * view, elevation, _RENDER_DISTANCE, self.render_size)
-
-    @property
-    def num_objects(self) -> int:
-        """Number of kept models (`pcflow.data.CategorizedShapes`)."""
-        return len(self._models)
-
-    def object_category(self, index: int) -> str:
-        """The category name of the ``index``-th kept model."""
-        return self.categories[self._models[index][0]]
 
     def sample_category(self, index: int) -> str:
         """The category name of sample ``index``, without loading it."""

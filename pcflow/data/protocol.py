@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["CategorizedShapes"]
+__all__ = ["CategorizedShapes", "ModelCategories"]
 
 
 @runtime_checkable
@@ -37,3 +37,21 @@ class CategorizedShapes(Protocol):
         """Surface points ``(P, 3)`` of object ``index`` (array or tensor), in the frame of
         its samples' ``"points"``."""
         ...
+
+
+class ModelCategories:
+    """`CategorizedShapes`' ``num_objects`` and ``object_category`` for a dataset that keeps
+    its models as ``self._models``, sequences whose first item is the model's index into
+    ``self.categories`` (`pcflow.data.ShapeNetR2N2`, `pcflow.data.DPFNetsShapeNet`)."""
+
+    categories: list[str]
+    _models: list[Any]
+
+    @property
+    def num_objects(self) -> int:
+        """Number of models in the dataset."""
+        return len(self._models)
+
+    def object_category(self, index: int) -> str:
+        """The category name of model ``index``."""
+        return self.categories[self._models[index][0]]

@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pcflow.data.camera import r2n2_camera
+from pcflow.data.protocol import ModelCategories
 from pcflow.data.transforms import NormalizePoints, Resize
 
 __all__ = ["R2N2_SYNSETS", "SORTED_80_20", "ShapeNetR2N2", "load_image_rgba"]
@@ -109,7 +110,7 @@ def _read_metadata(path: Path) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
-class ShapeNetR2N2(Dataset):
+class ShapeNetR2N2(ModelCategories, Dataset):
     """3D-R2N2 renderings of ShapeNet paired with surface point clouds: one sample per view.
 
     Renderings follow 3D-R2N2's layout,
@@ -403,15 +404,6 @@ class ShapeNetR2N2(Dataset):
 
     def __len__(self) -> int:
         return len(self._items)
-
-    @property
-    def num_objects(self) -> int:
-        """Number of models in this split (`pcflow.data.CategorizedShapes`)."""
-        return len(self._models)
-
-    def object_category(self, index: int) -> str:
-        """The category name of model ``index``."""
-        return self.categories[self._models[index][0]]
 
     def sample_category(self, index: int) -> str:
         """The category name of sample ``index``, without loading it."""

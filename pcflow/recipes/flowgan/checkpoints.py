@@ -174,6 +174,17 @@ class RunCheckpoints:
         best = {k: v for k, v in self.state_dict(state, []).items() if k in BEST_KEYS}
         save_checkpoint(self.best, best)
 
+    def resume_or_seed(self, resume: bool) -> TrainState | None:
+        """With ``resume`` and a ``last.pt``, restore it (`load`) and return its `TrainState`;
+        otherwise seed every random number generator with ``train.seed`` plus the rank and
+        return ``None`` (a fresh start)."""
+        if resume and self.last.exists():
+            return self.load(self.last)
+        if resume:
+            self.group.print(f"no checkpoint in {self.folder}: starting from scratch")
+        seed_all(self.config.train.seed + self.group.rank)
+        return None
+
     def load(self, path: str | Path) -> TrainState:
         """Restore the weights, optimisers and this rank's random states from ``path``;
         return its `TrainState`.

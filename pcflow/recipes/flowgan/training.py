@@ -21,7 +21,6 @@ from pcflow.recipes.flowgan.logs import RunLog
 from pcflow.recipes.flowgan.model import build_model
 from pcflow.recipes.flowgan.objective import critic_objective, generator_objective
 from pcflow.recipes.flowgan.optimisation import Updater
-from pcflow.recipes.flowgan.rng import seed_all
 from pcflow.recipes.flowgan.state import NonFiniteLossError, TrainState
 from pcflow.recipes.flowgan.validation import RunValidation, validate, validation_subset
 
@@ -95,8 +94,9 @@ class Trainer:
             self.checkpoint_dir, self.config, self.model,
             {"generator": self.generator_update, "critic": self.critic_update}, self.group,
         )  # fmt: skip
-        self.state = TrainState()
-        self.resumed_at = self._resume_or_seed(resume)
+        resumed = self.checkpoints.resume_or_seed(resume)
+        self.state = resumed or TrainState()
+        self.resumed_at = None if resumed is None else resumed.global_step
         self.loader, self.sampler = make_loader(
             train_set, config.train.batch_size, num_replicas=self.world_size, rank=self.rank,
             seed=config.train.seed, num_workers=config.data.num_workers,
@@ -310,17 +310,6 @@ class Trainer:
     def save(self, path: str | Path, *, gather: bool = True) -> None:
         """Write a checkpoint atomically (rank 0); with ``gather``, all ranks must call it."""
         self.checkpoints.save(path, self.state, gather=gather)
-
-    def _resume_or_seed(self, resume: bool) -> int | None:
-        """Load ``last.pt`` when resuming from it, else seed every RNG with the rank's seed;
-        returns the step resumed at (``None`` for a fresh start)."""
-        if resume and self.checkpoints.last.exists():
-            self.state = self.checkpoints.load(self.checkpoints.last)
-            return self.state.global_step
-        if resume:
-            self.group.print(f"no checkpoint in {self.checkpoint_dir}: starting from scratch")
-        seed_all(self.config.train.seed + self.rank)
-        return None
 
 
 def _postfix(values: dict[str, float]) -> dict[str, str]:
