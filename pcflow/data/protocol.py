@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["CategorizedShapes", "ModelCategories"]
+__all__ = ["CategorizedShapes"]
 
 
 @runtime_checkable

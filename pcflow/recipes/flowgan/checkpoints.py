@@ -23,15 +23,7 @@ from pcflow.utils import (
     save_checkpoint,
 )
 
-__all__ = [
-    "BEST_KEYS",
-    "RunCheckpoints",
-    "TrainState",
-    "check_same_setup",
-    "load_model",
-    "load_weights",
-    "restore_rank_rng",
-]
+__all__ = ["RunCheckpoints", "load_model"]
 
 BEST_KEYS = ("config", "model", "trainer", "world_size")
 """What ``best.pt`` keeps of a checkpoint: the weights and where they were, no optimiser."""

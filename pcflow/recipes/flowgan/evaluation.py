@@ -20,7 +20,6 @@ from pcflow.recipes.flowgan.tables import METRICS, EvaluationResult
 
 __all__ = [
     "MeanCloudBaseline",
-    "Predictor",
     "evaluate_reconstruction",
     "sample_categories",
     "select_per_category",

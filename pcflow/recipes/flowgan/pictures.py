@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from pcflow.viz import plot_sample_reconstructions
 
-__all__ = ["draw_reconstructions", "seeded_reconstruction"]
+__all__ = ["draw_reconstructions"]
 
 
 def seeded_reconstruction(

@@ -7,15 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "METRICS",
-    "EvaluationResult",
-    "comparison_table",
-    "markdown_table",
-    "metric_cell",
-    "metric_column",
-    "settings_note",
-]
+__all__ = ["METRICS", "EvaluationResult", "comparison_table"]
 
 METRICS = ("CD", "EMD", "F-score")
 """The reported metrics, in the paper's column order."""
