@@ -57,7 +57,7 @@ def build_dataset(
     if root.suffix.lower() == ".h5" and root.is_file():
         # DPF-Nets / FlowGAN HDF5 files (pcflow.data.DPFNetsShapeNet); data.options go to it.
         if split == "val" and "val" not in DPFNetsShapeNet.parts(root):
-            return []  # type: ignore[return-value]  # All13 has no val part: no validation
+            return _NoSamples()  # All13 has no val part: no validation
         return DPFNetsShapeNet(
             root, split, data.categories, data.num_points, sample_seed=sample_seed, **data.options
         )
@@ -68,7 +68,7 @@ def build_dataset(
         )
     splits = data.options.get("splits", SORTED_80_20 if data.options.get("mesh_root") else None)
     if split == "val" and splits == SORTED_80_20:
-        return []  # type: ignore[return-value]  # the paper's split has no val part
+        return _NoSamples()  # the paper's split has no val part
     # data.options may name pointcloud_root (PointFlow's PC15k folder or an HDF5 file), views,
     # image_size, normalize; see pcflow.data.ShapeNetR2N2.
     return ShapeNetR2N2(
@@ -79,6 +79,16 @@ def build_dataset(
         sample_seed=sample_seed,
         **data.options,
     )
+
+
+class _NoSamples(Dataset):
+    """A split that the data does not have (no validation part): no samples."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def __getitem__(self, index: int) -> Any:
+        raise IndexError(f"index {index}: this split has no samples")
 
 
 class SeededSamples(Dataset):
@@ -97,7 +107,7 @@ class SeededSamples(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
