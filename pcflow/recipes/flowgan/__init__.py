@@ -4,8 +4,11 @@ The recipe composes pcflow's parts and has no layers of its own: the DPF-Nets fl
 (`pcflow.flows.dpf_flow`), the PointNet posterior and the ResNet image-conditioned Gaussian
 (`pcflow.encoders`), and the cross-modal critic (`pcflow.critics`). `FlowGANConfig` holds
 every setting (presets ``"quick"``, ``"paper"``, ``"tiny"``), `FlowGAN` is the model,
-`Trainer` the resumable, distributed training loop, and `evaluate_reconstruction` the
-paper's metrics. The example programs in ``examples/flowgan/`` drive them.
+the paper's objective is `likelihood_loss`, `generator_objective` and `critic_objective`,
+`Trainer` the resumable, distributed training loop (its collaborators: checkpoints, logs,
+the process group, validation and pictures, each in a module of its own), and
+`evaluate_reconstruction` the paper's metrics. The example programs in ``examples/flowgan/``
+drive them.
 
 Example:
     >>> import torch
