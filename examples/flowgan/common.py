@@ -9,17 +9,17 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import yaml
 from PIL.Image import DecompressionBombError
 
 from pcflow.recipes.flowgan import PRESETS, FlowGANConfig
-from pcflow.recipes.flowgan.config import _load_yaml
 from pcflow.utils import CheckpointError
 
 __all__ = [
     "add_config_arguments",
+    "add_set_argument",
+    "add_temperature_argument",
     "check_output_folder",
     "command_line_program",
     "resolve_config",
@@ -85,6 +85,23 @@ def check_output_folder(path: Path) -> None:
         ) from None
 
 
+def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable; values are YAML), collected in ``args.overrides``."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help=f"{help} (repeatable; values are YAML)",
+    )  # fmt: skip
+
+
+def add_temperature_argument(parser: argparse.ArgumentParser) -> None:
+    """``--temperature T``: the scale of the flow's base noise when sampling."""
+    parser.add_argument(
+        "--temperature", type=float, default=None,
+        help="scale of the flow's base noise when sampling (default: the checkpoint's "
+        "eval.temperature)",
+    )  # fmt: skip
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--preset``, ``--config``, ``--set`` and ``--data``."""
     parser.add_argument(
@@ -93,14 +110,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, default=None, help="YAML file of settings, applied over the preset"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set train.epochs=5 (repeatable; values are YAML)",
-    )
+    add_set_argument(parser, "override one setting, e.g. --set train.epochs=5")
     parser.add_argument(
         "--data",
         default=None,
@@ -108,37 +118,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def resolve_config(args: argparse.Namespace, base: FlowGANConfig | None = None) -> FlowGANConfig:
     """The configuration: ``base`` (or the preset), the YAML file over it, then ``--set``."""
-    if base is None:
-        values = FlowGANConfig.preset(args.preset or "quick").to_dict()
-    else:
-        values = base.to_dict()
-    if args.config is not None:
-        if not args.config.is_file():
-            raise SystemExit(f"error: config file {str(args.config)!r} does not exist")
-        try:
-            loaded = _load_yaml(args.config.read_text(), str(args.config)) or {}
-        except ValueError as error:
-            raise SystemExit(f"error: {error}") from None
-        if not isinstance(loaded, dict):
-            raise SystemExit(f"error: {args.config} must hold a YAML mapping")
-        values = _merge(values, loaded)
+    config = FlowGANConfig.preset(args.preset or "quick") if base is None else base
     try:
-        config = FlowGANConfig.from_dict(values).with_overrides(args.overrides)
-        if args.data is not None:
-            config.data.source = args.data if args.data == "synthetic" else os.fspath(args.data)
-        return config
+        if args.config is not None:
+            config = config.with_yaml(args.config)
+        config = config.with_overrides(args.overrides)
     except (KeyError, TypeError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         raise SystemExit(f"error: {message}") from None
+    if args.data is not None:
+        config.data.source = args.data if args.data == "synthetic" else os.fspath(args.data)
+    return config

@@ -30,7 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from common import check_output_folder, command_line_program
+from common import (
+    add_set_argument,
+    add_temperature_argument,
+    check_output_folder,
+    command_line_program,
+)
 
 from pcflow.recipes.flowgan import (
     FlowGANConfig,
@@ -38,8 +43,10 @@ from pcflow.recipes.flowgan import (
     build_dataset,
     comparison_table,
     diagnose_reconstruction,
+    draw_reconstructions,
     evaluate_reconstruction,
     load_model,
+    select_per_category,
 )
 from pcflow.utils import CheckpointError
 
@@ -69,22 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--data", default=None, help="override the data source (path)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override evaluation or data settings, e.g. --set eval.emd_method=auction",
-    )
+    add_set_argument(parser, "override evaluation or data settings, e.g. eval.emd_method=auction")
     parser.add_argument("--out", type=Path, default=None, help="folder for JSON, table, picture")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled clouds")
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="scale of the flow's base noise when sampling (default: eval.temperature, 1.0)",
-    )
+    add_temperature_argument(parser)
     parser.add_argument(
         "--no-diagnosis",
         action="store_true",
@@ -206,27 +201,11 @@ def _picture(
     models: dict, dataset, num_points: int, path: Path, seed: int, temperature: float
 ) -> None:
     """One example per category: input image | each model's prediction | truth."""
-    from pcflow.recipes.flowgan import select_per_category
-    from pcflow.viz import plot_reconstructions
-
-    indices = select_per_category(dataset, 1)
-    samples = [dataset[i] for i in indices]
-    images = torch.stack([s["image"] for s in samples])
-    predictions = {}
-    for name, model in models.items():
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            predictions[name] = list(model.reconstruct(images, num_points, temperature=temperature))
-    cameras = [s["camera"] for s in samples] if all("camera" in s for s in samples) else None
-    plot_reconstructions(
-        [s["image"] for s in samples],
-        predictions,
-        [s["points"] for s in samples],
-        path,
-        cameras=cameras,
-        labels=[s["category_name"] for s in samples],
+    draw_reconstructions(
+        models, [dataset[i] for i in select_per_category(dataset, 1)], path,
+        num_points=num_points, seed=seed, temperature=temperature,
         examples_per_row=2 if len(models) == 1 else 1,
-    )
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

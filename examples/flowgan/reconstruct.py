@@ -22,10 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from common import command_line_program
+from common import add_temperature_argument, command_line_program
+from PIL import Image, UnidentifiedImageError
 
+from pcflow.io import write_ply
 from pcflow.recipes.flowgan import load_model
 from pcflow.utils import CheckpointError
+from pcflow.viz import plot_point_clouds
 
 
 class ImageError(ValueError):
@@ -34,8 +37,6 @@ class ImageError(ValueError):
 
 def load_image(path: Path) -> torch.Tensor:
     """Read an image file as RGB ``(3, S, S)`` in ``[0, 1]``, square, on white."""
-    from PIL import Image, UnidentifiedImageError
-
     if not path.is_file():
         raise ImageError(f"image file {str(path)!r} does not exist")
     try:
@@ -68,13 +69,11 @@ def load_image(path: Path) -> torch.Tensor:
     width, height = image.size
     if min(width, height) < 8:
         raise ImageError(f"image {str(path)!r} is too small ({width}x{height} pixels)")
-    from PIL import Image as PILImage
-
     side = max(width, height)
-    canvas = PILImage.new("RGBA", (side, side), (255, 255, 255, 255))
+    canvas = Image.new("RGBA", (side, side), (255, 255, 255, 255))
     canvas.alpha_composite(image, ((side - width) // 2, (side - height) // 2))
-    white = PILImage.new("RGBA", canvas.size, (255, 255, 255, 255))
-    rgb = PILImage.alpha_composite(white, canvas).convert("RGB")
+    white = Image.new("RGBA", canvas.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, canvas).convert("RGB")
     array = np.asarray(rgb, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
@@ -95,12 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sample-latent", action="store_true", help="draw the latent instead of its mean"
     )
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="scale of the flow's base noise (default: the checkpoint's eval.temperature)",
-    )
+    add_temperature_argument(parser)
     args = parser.parse_args(argv)
     if args.temperature is not None and not 0 < args.temperature < float("inf"):
         print(f"error: --temperature must be a positive number, got {args.temperature}",
@@ -126,12 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     png = prefix.with_name(prefix.name + ".png")
     if png.resolve() == args.image.resolve():
         png = prefix.with_name(prefix.name + "_cloud.png")
-    from pcflow.io import write_ply
-
     write_ply(ply, cloud.numpy())
     try:
-        from pcflow.viz import plot_point_clouds
-
         plot_point_clouds([cloud], titles=[f"{args.num_points} points"], images=[image], path=png)
     except ImportError as error:
         print(f"no picture: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ from pcflow.data.camera import (
 )
 from pcflow.data.dpfnets import SHAPENET_CORE55_SYNSETS, DPFNetsShapeNet
 from pcflow.data.pascal3d import PASCAL3D_CLASSES, Pascal3D
+from pcflow.data.protocol import CategorizedShapes
 from pcflow.data.shapenet import R2N2_SYNSETS, SORTED_80_20, ShapeNetR2N2, load_image_rgba
 from pcflow.data.synthetic import (
     SyntheticConfig,
@@ -43,6 +44,7 @@ __all__ = [
     "R2N2_SYNSETS",
     "SHAPENET_CORE55_SYNSETS",
     "SORTED_80_20",
+    "CategorizedShapes",
     "ColorJitter",
     "Compose",
     "DPFNetsShapeNet",

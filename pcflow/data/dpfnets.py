@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pcflow.data.camera import R2N2_MAX_CAMERA_DISTANCE, r2n2_camera
+from pcflow.data.protocol import ModelCategories
 from pcflow.data.shapenet import R2N2_SYNSETS, _read_metadata
 from pcflow.data.transforms import Resize
 
@@ -90,7 +91,7 @@ def _partner(path: Path) -> tuple[Path, Path | None]:
     return path, None
 
 
-class DPFNetsShapeNet(Dataset):
+class DPFNetsShapeNet(ModelCategories, Dataset):
     """ShapeNet meshes (and 3D-R2N2 renderings) in the HDF5 files of DPF-Nets and FlowGAN.
 
     Reads the files of DPF-Nets' preprocessing, which FlowGAN's code reads too:
@@ -433,6 +434,35 @@ class DPFNetsShapeNet(Dataset):
         elevation = 30.0 if view % 2 else 25.0
         return r2n2_camera(15.0 * view, elevation, _RENDER_DISTANCE, self.render_size)
 
+    def sample_category(self, index: int) -> str:
+        """The category name of sample ``index``, without loading it."""
+        return self.object_category(index // len(self.views))
+
+    def object_points(self, index: int) -> np.ndarray:
+        """``num_points`` points ``(num_points, 3)`` sampled area-uniformly on the ``index``-th
+        kept model's mesh (seeded by ``index``), in the frame of the samples' points."""
+        import trimesh
+
+        points, _ = trimesh.sample.sample_surface(
+            self._surface(index), self.num_points, seed=np.random.default_rng(index)
+        )
+        if self.original_scale:
+            _, row = self._models[index]
+            points = points * float(self._scales[row]) + self._centers[row].astype(np.float64)
+        return points.astype(np.float32)
+
+    def _surface(self, model: int) -> Any:
+        import trimesh
+
+        vertices, faces = self.mesh(model)
+        mesh = trimesh.Trimesh(vertices.astype(np.float64), faces, process=False)
+        if not mesh.area > 0:
+            raise ValueError(
+                f"{self.meshes_path}: {self.split} model {self._models[model][1]}'s faces have no "
+                "area: no surface to sample"
+            )
+        return mesh
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         import trimesh
 
@@ -441,13 +471,7 @@ class DPFNetsShapeNet(Dataset):
         model, view_position = divmod(index, len(self.views))
         category, row = self._models[model]
         view = self.views[view_position]
-        vertices, faces = self.mesh(model)
-        mesh = trimesh.Trimesh(vertices.astype(np.float64), faces, process=False)
-        if not mesh.area > 0:
-            raise ValueError(
-                f"{self.meshes_path}: {self.split} model {row}'s faces have no area: no surface "
-                "to sample"
-            )
+        mesh = self._surface(model)
         generator = None
         if self.sample_seed is not None:
             generator = torch.Generator().manual_seed(self.sample_seed * 1_000_003 + index)

@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pcflow.data.camera import r2n2_camera
+from pcflow.data.protocol import ModelCategories
 from pcflow.data.transforms import NormalizePoints, Resize
 
 __all__ = ["R2N2_SYNSETS", "SORTED_80_20", "ShapeNetR2N2", "load_image_rgba"]
@@ -109,7 +110,7 @@ def _read_metadata(path: Path) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
-class ShapeNetR2N2(Dataset):
+class ShapeNetR2N2(ModelCategories, Dataset):
     """3D-R2N2 renderings of ShapeNet paired with surface point clouds: one sample per view.
 
     Renderings follow 3D-R2N2's layout,
@@ -403,6 +404,17 @@ class ShapeNetR2N2(Dataset):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def sample_category(self, index: int) -> str:
+        """The category name of sample ``index``, without loading it."""
+        return self.object_category(self._items[index][0])
+
+    def object_points(self, index: int) -> Tensor:
+        """The whole cloud ``(P, 3)`` of model ``index``, normalised as its samples' points are."""
+        cloud = self._load_cloud(self._models[index][2])
+        if self.normalize is not None:
+            cloud = self.normalize({"points": cloud})["points"]
+        return cloud
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):

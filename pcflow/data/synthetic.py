@@ -731,6 +731,14 @@ class SyntheticShapes(Dataset):
         """All stored surface points ``(P, 3)`` of object ``index`` (not view index)."""
         return self._arrays["points"][index]
 
+    def object_category(self, index: int) -> str:
+        """The category name of object ``index`` (`pcflow.data.CategorizedShapes`)."""
+        return self.categories[int(self._category_index[index])]
+
+    def sample_category(self, index: int) -> str:
+        """The category name of sample ``index``, without loading it."""
+        return self.object_category(index // self.config.views_per_object)
+
     def _subsets(self, index: int, count: int) -> tuple[Tensor, Tensor]:
         generator = None
         if self.sample_seed is not None:

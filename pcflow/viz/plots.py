@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["plot_point_clouds", "plot_reconstructions"]
+__all__ = ["plot_point_clouds", "plot_reconstructions", "plot_sample_reconstructions"]
 
 
 def _as_cloud(cloud: Any, index: int) -> np.ndarray:
@@ -332,3 +332,48 @@ def plot_reconstructions(
             if row == 0:
                 axis.set_title(name, fontsize=8, pad=3)
     return _save(figure, path, dpi)
+
+
+def plot_sample_reconstructions(
+    samples: Sequence[Mapping[str, Any]],
+    predictions: Mapping[str, Sequence[Any]] | Sequence[Any],
+    path: str | os.PathLike | None = None,
+    **options: Any,
+) -> Any:
+    """Draw reconstructions of dataset samples: each sample's image | prediction(s) | points.
+
+    The one picture of training, evaluation and the docs: `plot_reconstructions` of the
+    samples' ``"image"`` and ``"points"``, seen from their ``"camera"`` when every sample has
+    one (pcflow's datasets, `pcflow.data`), each labelled with its ``"category_name"``.
+
+    Arguments:
+        samples: Dataset samples (dicts with ``"image"`` ``(3, H, W)``, ``"points"``
+            ``(M, 3)``, and optionally ``"camera"`` and ``"category_name"``).
+        predictions: One cloud ``(N, 3)`` per sample, or ``{method name: clouds}``.
+        path: If given, save the figure there as a PNG.
+        **options: Further keyword arguments of `plot_reconstructions` (``examples_per_row``,
+            ``point_size``, ``dpi``, ...).
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+
+    Example:
+        >>> import torch
+        >>> from pcflow.viz import plot_sample_reconstructions
+        >>> sample = {"image": torch.rand(3, 32, 32), "points": torch.randn(100, 3),
+        ...           "category_name": "ball"}
+        >>> figure = plot_sample_reconstructions([sample], [torch.randn(100, 3)])
+    """
+
+    def shared(key: str) -> list[Any] | None:
+        return [s[key] for s in samples] if all(key in s for s in samples) else None
+
+    return plot_reconstructions(
+        [s["image"] for s in samples],
+        predictions,
+        [s["points"] for s in samples],
+        path,
+        cameras=shared("camera"),
+        labels=shared("category_name"),
+        **options,
+    )

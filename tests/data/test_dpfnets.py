@@ -503,3 +503,22 @@ def test_train_and_evaluate_on_the_files(all13, core55) -> None:
                  "--split", "test", "--out", str(out / "eval"))  # fmt: skip
             metrics = json.loads((out / "eval" / "metrics.json").read_text())
             assert set(metrics["FlowGAN"]["per_category"]) == categories
+
+
+def test_categories_and_object_points_without_loading_samples(all13) -> None:
+    from pcflow.data import CategorizedShapes
+
+    folder, parts = all13
+    meshes = folder / "ShapeNetAll13_meshes.h5"
+    data = DPFNetsShapeNet(meshes, "train", num_points=200, original_scale=True, views=[0, 5])
+    assert isinstance(data, CategorizedShapes) and data.num_objects == 6
+    for obj, model in enumerate(parts["train"]):
+        name = R2N2_SYNSETS[model.synset]
+        assert data.object_category(obj) == name
+        assert data.sample_category(2 * obj) == data.sample_category(2 * obj + 1) == name
+        points = data.object_points(obj)
+        assert points.shape == (200, 3)
+        # On this model's surface in the samples' frame (ShapeNet's, with original_scale).
+        scale = 1.0 + np.abs(model.mesh.vertices).max()
+        assert _on_surface(model.mesh, torch.from_numpy(points)).max() <= 8 * EPS * scale
+    assert np.array_equal(data.object_points(3), data.object_points(3))  # seeded by the object

@@ -267,3 +267,25 @@ def test_flowgan_trains_on_the_sorted_split_without_validation(root: Path) -> No
     del config.data.options["mesh_root"]
     config.data.options["pointcloud_root"] = str(root)
     assert [len(build_dataset(config, split)) for split in ("train", "val", "test")] == [4, 0, 2]
+
+
+def test_categories_and_object_points_without_loading_samples(root: Path) -> None:
+    from pcflow.data import CategorizedShapes
+
+    data = ShapeNetR2N2(root, split="train", categories=["chair"], num_points=100, views=[0, 1])
+    assert isinstance(data, CategorizedShapes) and data.num_objects == 2
+    assert [data.sample_category(i) for i in range(len(data))] == ["chair"] * 4
+    assert data.object_category(1) == "chair"
+    for obj, model_id in enumerate(("model_a", "model_b")):
+        raw = torch.from_numpy(
+            np.load(root / "ShapeNetCore.v2.PC15k" / SYNSET / "train" / f"{model_id}.npy")
+        ).double()
+        # The whole cloud, normalised to the unit sphere around its centroid (the default).
+        centred = raw - raw.mean(0)
+        expected = centred / centred.norm(dim=1).max()
+        points = torch.as_tensor(data.object_points(obj)).double()
+        assert points.shape == raw.shape
+        assert torch.allclose(points, expected, atol=1e-5)
+        # The samples' points are a subset of it.
+        sample = data[2 * obj]["points"].double()
+        assert float(torch.cdist(sample, points).min(1).values.max()) < 1e-5

@@ -388,3 +388,18 @@ def test_missing_module_names_what_to_install(
     config = dataclasses.replace(SMALL, categories=("mug",), objects_per_category=1)
     with pytest.raises(RuntimeError, match=r"mug-00000.*'rtree'; pcflow needs it: pip install rt"):
         generate_synthetic_dataset(tmp_path, config, num_workers=0, progress=False)
+
+
+def test_categories_and_object_points_without_loading_samples(small_root: Path) -> None:
+    from pcflow.data import CategorizedShapes
+
+    data = SyntheticShapes(small_root, "train", num_points=300, progress=False)
+    assert isinstance(data, CategorizedShapes)
+    assert [data.sample_category(i) for i in range(len(data))] == [
+        data[i]["category_name"] for i in range(len(data))
+    ]
+    views = SMALL.views_per_object
+    for obj in range(data.num_objects):
+        assert data.object_category(obj) == data[obj * views]["category_name"]
+        stored = {tuple(row) for row in data.object_points(obj).tolist()}
+        assert {tuple(row) for row in data[obj * views]["points"].tolist()} <= stored

@@ -3,6 +3,7 @@ reconstruct, and their errors."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.util
 import json
@@ -328,3 +329,35 @@ def test_user_errors_become_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PCFLOW_TRACEBACK", "1")
     with pytest.raises(ValueError, match="shown"), common.user_errors():
         raise ValueError("shown with its traceback")
+
+
+def test_preset_files_are_written_from_the_presets(tmp_path: Path) -> None:
+    from pcflow.recipes.flowgan import PRESETS, FlowGANConfig
+
+    write_configs = _example("write_configs")
+    # The shipped files are current: edit a preset, then run write_configs.py.
+    assert write_configs.main(["--check"]) == 0
+    assert write_configs.main(["--check", "--folder", str(tmp_path)]) == 1  # none written yet
+    assert write_configs.main(["--folder", str(tmp_path)]) == 0
+    for name in PRESETS:
+        text = (tmp_path / f"{name}.yaml").read_text()
+        assert text == (EXAMPLES / "configs" / f"{name}.yaml").read_text()
+        assert FlowGANConfig.from_yaml(tmp_path / f"{name}.yaml") == FlowGANConfig.preset(name)
+    (tmp_path / "tiny.yaml").write_text(text.replace("epochs: 2", "epochs: 3"))
+    assert write_configs.main(["--check", "--folder", str(tmp_path)]) == 1
+
+
+def test_a_yaml_file_applies_over_the_preset(tmp_path: Path) -> None:
+    common = _example("common")
+    train = _example("train")
+    (tmp_path / "more.yaml").write_text("data:\n  synthetic:\n    objects_per_category: 4\n")
+    parser = argparse.ArgumentParser()
+    common.add_config_arguments(parser)
+    args = parser.parse_args(["--preset", "tiny", "--config", str(tmp_path / "more.yaml")])
+    config = common.resolve_config(args)
+    # Nested sections merge key by key: the tiny preset's other synthetic settings stay.
+    assert config.data.synthetic["objects_per_category"] == 4
+    assert config.data.synthetic["categories"] == ["mug", "table"]
+    assert config.train.epochs == 2
+    with pytest.raises(SystemExit, match=r"'loss\.gan_kind' must be one of 'lsgan'"):
+        train.main(["--out", str(tmp_path), "--set", "loss.gan_kind=lsgn"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,40 @@ def test_settings_are_validated_when_the_config_loads(override: str, message: st
 
 def test_gan_kinds_allowed_by_the_config_are_the_losses_kinds() -> None:
     from pcflow.critics import GAN_LOSS_KINDS
-    from pcflow.recipes.flowgan import config as config_module
+    from pcflow.recipes.flowgan.sections import GanKind
 
-    assert config_module._CHOICES["loss.gan_kind"] == GAN_LOSS_KINDS
+    assert typing.get_args(GanKind) == GAN_LOSS_KINDS
+
+
+def _literal_settings() -> list[tuple[str, tuple]]:
+    settings = []
+    for section, cls in typing.get_type_hints(FlowGANConfig).items():
+        for name, hint in typing.get_type_hints(cls).items():
+            if typing.get_origin(hint) is typing.Literal:
+                settings.append((f"{section}.{name}", typing.get_args(hint)))
+    return settings
+
+
+def test_every_enumerated_setting_is_checked_at_load_with_its_values_listed() -> None:
+    settings = _literal_settings()
+    assert len(settings) >= 9  # decoder, coupling, base, two archs, channels, latent, gan, emd
+    for key, allowed in settings:
+        typo = f"{allowed[0]}x" if isinstance(allowed[0], str) else 99
+        listed = ", ".join(map(repr, allowed))
+        with pytest.raises(ValueError, match=re.escape(f"{key!r} must be one of {listed}; got")):
+            FlowGANConfig().with_overrides([f"{key}={typo}"])
+        for value in allowed:  # and every allowed value loads
+            config = FlowGANConfig().with_overrides([f"{key}={value}"])
+            section, name = key.split(".")
+            assert getattr(getattr(config, section), name) == value
+
+
+def test_a_setting_edited_in_code_is_checked_by_validate() -> None:
+    config = FlowGANConfig()
+    config.loss.gan_kind = "lsgn"
+    with pytest.raises(ValueError, match=r"'loss\.gan_kind' must be one of 'lsgan'"):
+        config.validate()
+    config = FlowGANConfig()
+    config.model.image_channels = True  # a bool is not the integer 1 (nor 3 or 4)
+    with pytest.raises(ValueError, match=r"'model\.image_channels' must be one of 3, 4"):
+        config.validate()

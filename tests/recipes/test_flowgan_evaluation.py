@@ -191,3 +191,39 @@ def test_diagnosis_on_the_tiny_preset() -> None:
     psgn = build_model(config.with_overrides(["model.decoder=psgn"]))
     with pytest.raises(TypeError, match="model must be a FlowGAN"):
         diagnose_reconstruction(psgn, data, eval_config, progress=False)
+
+
+class CategorizedClouds(Clouds):
+    """`Clouds` that answers `pcflow.data.CategorizedShapes` and refuses to load samples, so
+    the test sees that selection and the baseline do not load them."""
+
+    num_objects = 6
+
+    def __getitem__(self, index: int) -> dict:
+        raise AssertionError("a sample was loaded")
+
+    def sample_category(self, index: int) -> str:
+        return self.object_category(index // 2)
+
+    def object_category(self, index: int) -> str:
+        return self.names[index // 2]
+
+    def object_points(self, index: int) -> torch.Tensor:
+        return self.objects[index]
+
+
+def test_categorized_datasets_answer_without_loading_samples() -> None:
+    from torch.utils.data import Subset
+
+    from pcflow.data import CategorizedShapes
+    from pcflow.recipes.flowgan import sample_categories
+
+    data = CategorizedClouds()
+    assert isinstance(data, CategorizedShapes) and not isinstance(Clouds(), CategorizedShapes)
+    assert sample_categories(data) == [Clouds.names[i // 4] for i in range(12)]
+    assert sample_categories(Subset(data, [11, 0])) == ["lamp", "bowl"]
+    assert select_per_category(data, 2) == select_per_category(Clouds(), 2)
+    baseline = MeanCloudBaseline(num_points=30, points_per_object=20).fit(data)
+    reference = MeanCloudBaseline(num_points=30, points_per_object=20).fit(Clouds())
+    for name in Clouds.names:  # the same objects, in the same order: the same draws
+        assert torch.equal(baseline.clouds[name], reference.clouds[name])

@@ -420,14 +420,14 @@ class OrderedToyShapes(ToyShapes):
 
 
 def test_validation_samples_are_spread_over_the_categories(out: Path) -> None:
-    from pcflow.recipes.flowgan.evaluation import _sample_categories
+    from pcflow.recipes.flowgan.evaluation import sample_categories
 
     config = _config("train.batch_size=2", "train.val_batches=2")
     val = OrderedToyShapes(count=16)
     trainer = Trainer(config, out, ToyShapes(count=8), val, progress=False)
     subset = trainer._validation_subset()
     # Two batches of two: two samples of each category, not the first four (all "ball").
-    assert sorted(_sample_categories(subset)) == ["ball", "ball", "rod", "rod"]
+    assert sorted(sample_categories(subset)) == ["ball", "ball", "rod", "rod"]
     assert trainer.validate()["val_chamfer"] > 0
 
 

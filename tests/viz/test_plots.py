@@ -117,3 +117,28 @@ def test_reconstruction_grid_bad_input() -> None:
         plot_reconstructions([torch.rand(3, 8, 8)], [cloud], [cloud], cameras=[None])
     with pytest.raises(ValueError, match=r"clouds\[0\] holds NaN"):
         plot_reconstructions([torch.rand(3, 8, 8)], [cloud * float("nan")], [cloud])
+
+
+def test_sample_reconstructions_take_image_camera_and_label_from_the_samples() -> None:
+    from pcflow.viz import plot_sample_reconstructions
+
+    generator = torch.Generator().manual_seed(1)
+    samples = [
+        {
+            "image": torch.rand(3, 32, 32, generator=generator),
+            "points": torch.rand(100, 3, generator=generator) - 0.5,
+            "camera": _camera(angle),
+            "category_name": name,
+        }
+        for angle, name in ((0.0, "mug"), (90.0, "lamp"))
+    ]
+    predictions = {"FlowGAN": [s["points"] + 0.01 for s in samples]}
+    figure = plot_sample_reconstructions(samples, predictions, examples_per_row=1)
+    axes = figure.get_axes()
+    assert [a.get_title() for a in axes[:3]] == ["input image", "FlowGAN", "truth"]
+    assert all(a.name != "3d" for a in axes)  # drawn through the samples' cameras
+    assert any(text.get_text() == "lamp" for text in axes[3].texts)
+    # A sample without a camera: all are drawn in 3D, none projected.
+    del samples[1]["camera"]
+    figure = plot_sample_reconstructions(samples, [s["points"] for s in samples])
+    assert any(a.name == "3d" for a in figure.get_axes())

@@ -11,7 +11,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pcflow.data import (
+    SORTED_80_20,
+    DPFNetsShapeNet,
+    ShapeNetR2N2,
+    SyntheticConfig,
+    SyntheticShapes,
+)
 from pcflow.recipes.flowgan.config import FlowGANConfig
+from pcflow.recipes.flowgan.rng import seed_all
 
 __all__ = ["ResumableSampler", "SeededSamples", "build_dataset", "make_loader"]
 
@@ -33,8 +41,6 @@ def build_dataset(
     data = config.data
     sample_seed = config.train.seed if evaluation else None
     if data.source == "synthetic":
-        from pcflow.data import SyntheticConfig, SyntheticShapes
-
         synthetic = SyntheticConfig.from_dict(data.synthetic) if data.synthetic else None
         options = {"num_workers": 2, **data.options}
         return SyntheticShapes(
@@ -50,10 +56,8 @@ def build_dataset(
     root = Path(data.source)
     if root.suffix.lower() == ".h5" and root.is_file():
         # DPF-Nets / FlowGAN HDF5 files (pcflow.data.DPFNetsShapeNet); data.options go to it.
-        from pcflow.data import DPFNetsShapeNet
-
         if split == "val" and "val" not in DPFNetsShapeNet.parts(root):
-            return []  # type: ignore[return-value]  # All13 has no val part: no validation
+            return _NoSamples()  # All13 has no val part: no validation
         return DPFNetsShapeNet(
             root, split, data.categories, data.num_points, sample_seed=sample_seed, **data.options
         )
@@ -62,11 +66,9 @@ def build_dataset(
             "data.source must be 'synthetic', an existing ShapeNet directory or a DPF-Nets "
             f".h5 file, got {data.source!r}"
         )
-    from pcflow.data import SORTED_80_20, ShapeNetR2N2
-
     splits = data.options.get("splits", SORTED_80_20 if data.options.get("mesh_root") else None)
     if split == "val" and splits == SORTED_80_20:
-        return []  # type: ignore[return-value]  # the paper's split has no val part
+        return _NoSamples()  # the paper's split has no val part
     # data.options may name pointcloud_root (PointFlow's PC15k folder or an HDF5 file), views,
     # image_size, normalize; see pcflow.data.ShapeNetR2N2.
     return ShapeNetR2N2(
@@ -77,6 +79,16 @@ def build_dataset(
         sample_seed=sample_seed,
         **data.options,
     )
+
+
+class _NoSamples(Dataset):
+    """A split that the data does not have (no validation part): no samples."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def __getitem__(self, index: int) -> Any:
+        raise IndexError(f"index {index}: this split has no samples")
 
 
 class SeededSamples(Dataset):
@@ -95,15 +107,13 @@ class SeededSamples(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
         python_state, numpy_state = random.getstate(), np.random.get_state()  # noqa: NPY002 (the global RNG is saved and restored)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            random.seed(seed)
-            np.random.seed(seed % 2**32)  # noqa: NPY002 (the global RNG is saved and restored)
+            seed_all(seed)
             try:
                 return self.dataset[index]
             finally:

@@ -6,91 +6,16 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pcflow._checks import check_points
 from pcflow.critics import CrossModalCritic
-from pcflow.encoders import GaussianHead, PointNetEncoder, ResNetImageEncoder
 from pcflow.encoders.latent import DiagonalGaussian
 from pcflow.recipes.flowgan.config import FlowGANConfig
+from pcflow.recipes.flowgan.images import prepare_images
+from pcflow.recipes.flowgan.networks import FlowGANGenerator, PSGNGenerator
 
-__all__ = [
-    "FlowGAN",
-    "FlowGANGenerator",
-    "PSGNBaseline",
-    "PSGNGenerator",
-    "build_model",
-    "check_rgb_images",
-    "prepare_images",
-]
-
-# Per-channel normalisation of the encoders' input: ImageNet statistics for RGB, and their
-# luminance-weighted mean for the grey channel (the paper feeds grey + RGB, normalised per channel).
-_RGB_MEAN = (0.485, 0.456, 0.406)
-_RGB_STD = (0.229, 0.224, 0.225)
-_LUMA = (0.299, 0.587, 0.114)
-_GREY_MEAN = sum(w * m for w, m in zip(_LUMA, _RGB_MEAN))
-_GREY_STD = sum(w * s for w, s in zip(_LUMA, _RGB_STD))
-
-
-def check_rgb_images(name: str, images: Tensor) -> None:
-    """Check RGB images ``(B, 3, H, W)``, floating point, finite, in ``[0, 1]``."""
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of RGB images shaped (B, 3, H, W)")
-    shape = "(" + ", ".join(str(s) for s in images.shape) + ")"
-    if images.dim() != 4 or images.shape[1] != 3:
-        hint = ""
-        if images.dim() == 4 and images.shape[1] == 4:
-            hint = " (RGBA? composite it on a white background first)"
-        elif images.dim() == 4 and images.shape[-1] in (3, 4):
-            hint = " (channels last? use images.permute(0, 3, 1, 2))"
-        elif images.dim() == 3:
-            hint = " (one image? add the batch dimension with images[None])"
-        raise ValueError(f"{name} must have shape (B, 3, H, W), got shape {shape}{hint}")
-    if not images.is_floating_point():
-        raise TypeError(
-            f"{name} must be floating point in [0, 1], got dtype {images.dtype} "
-            "(uint8 images: divide by 255)"
-        )
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch, shape {shape}")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name} must be finite, but holds NaN or infinite values")
-    low, high = float(images.min()), float(images.max())
-    if low < -1e-3 or high > 1 + 1e-3:
-        raise ValueError(f"{name} must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
-
-
-def prepare_images(images: Tensor, size: int, channels: int = 4) -> Tensor:
-    """Turn RGB images in ``[0, 1]`` into the encoders' input.
-
-    Images are resized to ``size x size`` (bilinear, antialiased) when they differ, given a
-    grey channel in front when ``channels == 4`` (the paper's grey + RGB), and normalised per
-    channel.
-
-    Arguments:
-        images: RGB images ``(B, 3, H, W)`` in ``[0, 1]``.
-        size: The encoders' image height and width.
-        channels: 4 (grey + RGB) or 3 (RGB).
-
-    Returns:
-        Normalised images ``(B, channels, size, size)``.
-    """
-    check_rgb_images("images", images)
-    if channels not in (3, 4):
-        raise ValueError(f"channels must be 3 (RGB) or 4 (grey + RGB), got {channels}")
-    if images.shape[-2:] != (size, size):
-        images = F.interpolate(
-            images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )
-    mean = torch.tensor(_RGB_MEAN, dtype=images.dtype, device=images.device)
-    std = torch.tensor(_RGB_STD, dtype=images.dtype, device=images.device)
-    rgb = (images - mean[:, None, None]) / std[:, None, None]
-    if channels == 3:
-        return rgb
-    luma = torch.tensor(_LUMA, dtype=images.dtype, device=images.device)
-    grey = torch.einsum("bchw,c->bhw", images, luma)[:, None]
-    return torch.cat([(grey - _GREY_MEAN) / _GREY_STD, rgb], dim=1)
+__all__ = ["FlowGAN", "PSGNBaseline", "build_model"]
 
 
 def _check_num_points(num_points: int) -> None:
@@ -99,157 +24,11 @@ def _check_num_points(num_points: int) -> None:
 
 
 def _check_clouds(name: str, points: Tensor, batch: int) -> None:
-    from pcflow._checks import check_points
-
     check_points(name, points, 3)
     if points.shape[0] != batch:
         raise ValueError(
             f"{name} has batch size {points.shape[0]} but the images have batch size {batch}"
         )
-
-
-class FlowGANGenerator(nn.Module):
-    """FlowGAN's generator: the VAE whose decoder is a conditional point flow.
-
-    Parts: a PointNet over the ground-truth cloud with a one-layer Gaussian head (the
-    posterior ``q(z | points)``), a ResNet over the image with a one-layer Gaussian head (the
-    image-conditioned Gaussian ``p(z | image)``, the "prior" of training), and the DPF-Nets flow
-    ``p(points | z)`` from `pcflow.flows.dpf_flow`.
-
-    ``forward`` returns the per-shape terms of the loss (on clouds divided by
-    ``config.model.cloud_scale``) and, when asked, clouds sampled from the image-conditioned
-    latent through the flow, differentiably, for the critic.
-
-    Arguments:
-        config: The run's configuration (its ``model`` and ``loss`` sections are used).
-    """
-
-    def __init__(self, config: FlowGANConfig) -> None:
-        super().__init__()
-        from pcflow.flows import dpf_flow
-
-        model = config.model
-        if config.loss.adversarial_latent not in ("mean", "sample"):
-            raise ValueError(
-                "loss.adversarial_latent must be 'mean' or 'sample', "
-                f"got {config.loss.adversarial_latent!r}"
-            )
-        self.config = config
-        self.point_encoder = PointNetEncoder(
-            3, model.point_features, tuple(model.point_hidden_features)
-        )
-        self.posterior_head = GaussianHead(model.point_features, model.latent_features)
-        self.image_encoder = ResNetImageEncoder(
-            model.image_arch, model.image_features, in_channels=model.image_channels
-        )
-        self.image_head = GaussianHead(model.image_features, model.latent_features)
-        self.flow = dpf_flow(
-            context_features=model.latent_features,
-            num_layers=model.num_layers,
-            hidden_features=model.hidden_features,
-            coupling=model.coupling,
-            memory_efficient=model.memory_efficient,
-            base=model.base,
-        )
-
-    def posterior(self, points: Tensor) -> DiagonalGaussian:
-        """``q(z | points)`` for training-scale clouds ``(B, N, 3)``."""
-        return self.posterior_head(self.point_encoder(points))
-
-    def image_distribution(self, images: Tensor) -> DiagonalGaussian:
-        """``p(z | image)`` for prepared images ``(B, C, S, S)`` (see `prepare_images`)."""
-        return self.image_head(self.image_encoder(images))
-
-    def forward(
-        self, images: Tensor, points: Tensor, points_target: Tensor, num_fake_points: int = 0
-    ) -> dict[str, Tensor]:
-        """Compute the per-shape loss terms (and, optionally, generated clouds).
-
-        Arguments:
-            images: Prepared images ``(B, C, S, S)`` (see `prepare_images`).
-            points: Training-scale clouds ``(B, N, 3)``, the posterior's input.
-            points_target: Training-scale clouds ``(B, M, 3)``, an independent sample of the
-                same surfaces, whose likelihood is the target.
-            num_fake_points: If positive, also sample clouds of this many points given the
-                image-conditioned latent (its mean, or ``z ~ p(z | image)`` reparameterised,
-                as ``loss.adversarial_latent`` says), keeping the graph so that a critic's
-                gradient reaches the flow and the image encoder.
-
-        Returns:
-            A dict of ``(B,)`` tensors: ``"nll_points"`` (summed over points and coordinates,
-            constant included), ``"nll_latent"`` (``-log p(z | image)`` at the posterior
-            sample), ``"entropy"`` (of ``q(z | points)``), ``"loss"`` (their weighted sum, see
-            `LossConfig`), and ``"fake"`` ``(B, num_fake_points, 3)`` when asked.
-        """
-        weights = self.config.loss
-        posterior = self.posterior(points)
-        z = posterior.rsample()
-        image_distribution = self.image_distribution(images)
-        nll_points = -self.flow.log_prob(points_target, context=z)
-        nll_latent = -image_distribution.log_prob(z)
-        entropy = posterior.entropy()
-        loss = (
-            weights.points_weight * nll_points
-            + weights.prior_weight * nll_latent
-            - weights.entropy_weight * entropy
-        )
-        terms = {
-            "loss": loss,
-            "nll_points": nll_points,
-            "nll_latent": nll_latent,
-            "entropy": entropy,
-        }
-        if num_fake_points > 0:
-            if weights.adversarial_latent == "mean":
-                z_image = image_distribution.mean
-            else:
-                z_image = image_distribution.rsample()
-            if not weights.adversarial_to_encoder:
-                z_image = z_image.detach()
-            terms["fake"] = self.flow.sample(num_fake_points, context=z_image)
-        return terms
-
-
-class PSGNGenerator(nn.Module):
-    """The PSGN-style baseline's network: image encoder + MLP regressing a fixed set of points.
-
-    References:
-        Fan, Su, Guibas. "A Point Set Generation Network for 3D Object Reconstruction from a
-        Single Image." CVPR 2017.
-
-    Arguments:
-        config: The run's configuration (``model.psgn_points`` points, by default
-            ``eval.num_points``, so that it is evaluated on the points it regresses).
-    """
-
-    def __init__(self, config: FlowGANConfig) -> None:
-        super().__init__()
-        model = config.model
-        self.config = config
-        self.num_points = model.psgn_points or config.eval.num_points
-        self.image_encoder = ResNetImageEncoder(
-            model.image_arch, model.image_features, in_channels=model.image_channels
-        )
-        self.head = nn.Sequential(
-            nn.ReLU(),
-            nn.Linear(model.image_features, 4 * model.image_features),
-            nn.ReLU(),
-            nn.Linear(4 * model.image_features, 3 * self.num_points),
-        )
-
-    def predict(self, images: Tensor) -> Tensor:
-        """Training-scale clouds ``(B, num_points, 3)`` for prepared images."""
-        return self.head(self.image_encoder(images)).unflatten(-1, (self.num_points, 3))
-
-    def forward(
-        self, images: Tensor, points: Tensor, points_target: Tensor, num_fake_points: int = 0
-    ) -> dict[str, Tensor]:
-        """Per-shape Chamfer loss ``{"loss": (B,), "chamfer": (B,)}`` against ``points_target``."""
-        from pcflow.losses import chamfer_distance
-
-        del points, num_fake_points  # the baseline sees only the image
-        chamfer, _ = chamfer_distance(self.predict(images), points_target, batch_reduction=None)
-        return {"loss": chamfer, "chamfer": chamfer}
 
 
 class _Recipe(nn.Module):
@@ -387,10 +166,14 @@ class FlowGAN(_Recipe):
             )
         return clouds * self.config.model.cloud_scale
 
+    def image_latent(self, images: Tensor) -> Tensor:
+        """The mean of ``p(z | image)``, ``(B, C)``, the latent `reconstruct` decodes, for RGB
+        images ``(B, 3, H, W)`` (in evaluation mode, no gradients)."""
+        with self._evaluating():  # BatchNorm's running statistics, as in reconstruct
+            return self.image_distribution(images).mean
+
     def posterior_mean(self, points: Tensor) -> Tensor:
         """The mean of ``q(z | points)``, ``(B, C)``, for unit-scale clouds ``(B, N, 3)``."""
-        from pcflow._checks import check_points
-
         check_points("points", points, 3)
         with self._evaluating():
             return self.generator.posterior(points / self.config.model.cloud_scale).mean

@@ -1,0 +1,192 @@
+"""FlowGAN's objective as the paper's method section states it: the generator's loss, the critic's.
+
+Notation: ``X`` a true cloud and ``X'`` an independent sample of the same surface, ``I`` its
+image, ``q(z | X)`` the PointNet posterior, ``p(z | I)`` the image-conditioned Gaussian,
+``p(X | z)`` the point flow, ``D(I, X)`` the cross-modal critic, ``G(I)`` a cloud the flow
+samples from the image's latent. The weights ``w`` are `LossConfig`'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from pcflow.critics import critic_loss as gan_critic_loss
+from pcflow.critics import generator_loss as gan_generator_loss
+from pcflow.critics import gradient_penalty, r1_penalty
+from pcflow.recipes.flowgan.config import LossConfig
+
+__all__ = [
+    "adversarial_gradient_share",
+    "critic_objective",
+    "frozen",
+    "generator_objective",
+    "likelihood_loss",
+]
+
+
+def likelihood_loss(
+    nll_points: Tensor, nll_latent: Tensor, entropy: Tensor, weights: LossConfig
+) -> Tensor:
+    """The VAE's per-shape loss, ``z ~ q(z | X)`` reparameterised::
+
+        L_VAE = w_points * -log p(X' | z) + w_prior * -log p(z | I) - w_entropy * H[q(z | X)]
+
+    Arguments:
+        nll_points: ``-log p(X' | z)``, ``(B,)``, summed over points and coordinates.
+        nll_latent: ``-log p(z | I)``, ``(B,)``.
+        entropy: ``H[q(z | X)]``, ``(B,)``.
+        weights: The loss weights.
+
+    Returns:
+        ``(B,)``.
+    """
+    return (
+        weights.points_weight * nll_points
+        + weights.prior_weight * nll_latent
+        - weights.entropy_weight * entropy
+    )
+
+
+def generator_objective(
+    terms: dict[str, Tensor],
+    images: Tensor,
+    critic: nn.Module | None,
+    weights: LossConfig,
+    *,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> tuple[Tensor, Tensor | None]:
+    """The generator's loss: the batch mean of `likelihood_loss` plus, once the critic is on,
+    the adversarial term: the critic, `frozen`, scores the generated clouds::
+
+        L_G = mean_B L_VAE + w_adversarial * L_GAN^G(D(I, G(I)))
+
+    Arguments:
+        terms: The generator's output: ``"loss"`` ``(B,)`` (`likelihood_loss`, or the PSGN
+            baseline's Chamfer distance) and, when sampled, ``"fake"`` ``(B, N, 3)``, ``G(I)``.
+        images: Prepared images ``(B, C, S, S)``.
+        critic: ``D``; ``None`` before the critic starts (or without one).
+        weights: The loss weights and ``gan_kind``.
+        autocast: The mixed-precision context of the critic's forward pass.
+
+    Returns:
+        The scalar loss, and the adversarial term alone (``None`` without one).
+    """
+    loss = terms["loss"].float().mean()
+    if critic is None or "fake" not in terms:
+        return loss, None
+    with frozen(critic), autocast():
+        fake_logits = critic(terms["fake"], images).float()
+    adversarial = gan_generator_loss(fake_logits, kind=weights.gan_kind)
+    return loss + weights.adversarial_weight * adversarial, adversarial
+
+
+def adversarial_gradient_share(
+    flow: nn.Module, likelihood: Tensor, adversarial: Tensor
+) -> dict[str, Tensor]:
+    """How much of the flow's gradient the adversarial term makes.
+
+    The gradients of the likelihood part of `generator_objective` and of its weighted
+    adversarial term with respect to the flow's parameters, taken separately (the graph is kept
+    for the step's own backward pass)::
+
+        share = |g_adversarial| / (|g_adversarial| + |g_likelihood|)
+
+    0 when the critic does not move the flow, 0.5 when both pull as hard, 1 when only it does.
+
+    Arguments:
+        flow: The point flow ``p(X | z)``.
+        likelihood: The scalar ``mean_B L_VAE``.
+        adversarial: The scalar ``w_adversarial * L_GAN^G``.
+
+    Returns:
+        ``{"flow_grad_norm_likelihood", "flow_grad_norm_adversarial",
+        "adversarial_grad_share"}``, scalars.
+    """
+    parameters = [p for p in flow.parameters() if p.requires_grad]
+
+    def norm(loss: Tensor) -> Tensor:
+        grads = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+        squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
+        return torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
+
+    likelihood_norm, adversarial_norm = norm(likelihood), norm(adversarial)
+    return {
+        "flow_grad_norm_likelihood": likelihood_norm,
+        "flow_grad_norm_adversarial": adversarial_norm,
+        "adversarial_grad_share": adversarial_norm
+        / (adversarial_norm + likelihood_norm).clamp_min(1e-30),
+    }
+
+
+def critic_objective(
+    critic: nn.Module,
+    images: Tensor,
+    real: Tensor,
+    fake: Tensor,
+    weights: LossConfig,
+    *,
+    scores: nn.Module | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> Tensor:
+    """The critic's loss: (image, true cloud) is real, (image, generated cloud) fake::
+
+        L_D = L_GAN^D(D(I, X'), D(I, G(I))) + w_gp * GP + w_r1 * R1
+
+    Arguments:
+        critic: The critic ``D`` (the penalties differentiate it).
+        images: Prepared images ``(B, C, S, S)``.
+        real: True training-scale clouds ``(B, N, 3)``.
+        fake: Generated clouds ``(B, N, 3)`` (detached here: the generator is not updated).
+        weights: ``gan_kind`` and the penalties' weights.
+        scores: The module that scores the pairs (``critic`` wrapped for distributed training);
+            ``None`` for ``critic``. Real and fake are scored in one call: DDP wants one
+            forward per backward.
+        autocast: The mixed-precision context of that forward pass.
+
+    Returns:
+        The scalar loss.
+    """
+    fake = fake.detach()
+    with autocast():
+        logits = (scores or critic)(torch.cat([real, fake]), torch.cat([images, images]))
+    real_logits, fake_logits = logits.float().chunk(2)
+    loss = gan_critic_loss(real_logits, fake_logits, kind=weights.gan_kind)
+    if weights.gradient_penalty_weight > 0:
+        penalty = gradient_penalty(critic, real, fake, images)
+        loss = loss + weights.gradient_penalty_weight * penalty
+    if weights.r1_weight > 0:
+        loss = loss + weights.r1_weight * r1_penalty(critic, real, images)
+    return loss
+
+
+@contextlib.contextmanager
+def frozen(critic: nn.Module) -> Iterator[None]:
+    """The critic as a fixed function: no parameter gradients, running statistics kept.
+
+    Batch statistics are still used (training mode), but BatchNorm's momentum is set to 0 so
+    its running averages do not move; they must not be restored in place afterwards, since
+    autograd saved them for the backward pass.
+    """
+    norms = [m for m in critic.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    counts = [
+        None if m.num_batches_tracked is None else m.num_batches_tracked.clone() for m in norms
+    ]
+    flags = [p.requires_grad for p in critic.parameters()]
+    for module in norms:
+        module.momentum = 0.0
+    for parameter in critic.parameters():
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(critic.parameters(), flags):
+            parameter.requires_grad_(flag)
+        for module, momentum, count in zip(norms, momenta, counts):
+            module.momentum = momentum
+            if count is not None:
+                module.num_batches_tracked.copy_(count)

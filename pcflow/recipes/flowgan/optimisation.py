@@ -1,0 +1,120 @@
+"""One network's optimiser, learning-rate schedule and gradient scaler, and its guarded update."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pcflow.recipes.flowgan.config import FlowGANConfig, OptimConfig
+from pcflow.recipes.flowgan.distributed import ProcessGroup
+
+__all__ = ["Updater"]
+
+
+class Updater:
+    """Adam (the paper's settings), a multi-step schedule and a gradient scaler for ``module``.
+
+    `step` back-propagates a loss and updates the weights unless the loss or the clipped
+    gradient norm is not finite (the same decision on every process).
+
+    Arguments:
+        module: The network it updates.
+        optim: Adam's settings, the schedule, the gradient clipping.
+        lr: The initial learning rate.
+        scale_gradients: Use a CUDA gradient scaler (float16 mixed precision).
+        group: The training processes.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        optim: OptimConfig,
+        lr: float,
+        *,
+        scale_gradients: bool = False,
+        group: ProcessGroup | None = None,
+    ) -> None:
+        self.module = module
+        self.clip_norm = optim.grad_clip_norm
+        self.group = group or ProcessGroup()
+        self.optimizer = torch.optim.Adam(
+            module.parameters(),
+            lr=lr,
+            betas=tuple(optim.betas),
+            amsgrad=optim.amsgrad,
+            weight_decay=optim.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(optim.lr_milestones), gamma=optim.lr_gamma
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=scale_gradients)
+
+    @classmethod
+    def for_model(
+        cls, model: nn.Module, config: FlowGANConfig, device: torch.device, group: ProcessGroup
+    ) -> tuple[Updater, Updater | None]:
+        """The generator's and (``None`` without one) the critic's updaters of a FlowGAN or
+        PSGN-style model, with ``optim.critic_lr`` for the critic, and gradient scaling for
+        float16 mixed precision on CUDA."""
+        optim = config.optim
+        scale = config.train.mixed_precision and device.type == "cuda"
+        generator = cls(model.generator, optim, optim.lr, scale_gradients=scale, group=group)
+        if model.critic is None:
+            return generator, None
+        lr = optim.critic_lr or optim.lr
+        return generator, cls(model.critic, optim, lr, scale_gradients=scale, group=group)
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def zero_grad(self) -> None:
+        """Drop the module's gradients."""
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self, loss: Tensor) -> tuple[bool, Tensor]:
+        """Back-propagate ``loss``, clip the gradient norm, and update when all is finite.
+
+        Returns:
+            Whether the update was taken, and the gradient norm before clipping.
+        """
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        parameters = [p for p in self.module.parameters() if p.grad is not None]
+        limit = self.clip_norm if self.clip_norm else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(parameters, limit)
+        # Gradients are already averaged over ranks, so every rank takes the same decision.
+        loss_ok = bool(torch.isfinite(self.group.mean(loss.detach().float().reshape(1))))
+        ok = loss_ok and bool(torch.isfinite(norm))
+        # An enabled gradient scaler skips steps with non-finite gradients by itself.
+        if ok or (self.scaler.is_enabled() and loss_ok):
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.zero_grad()
+        return ok, norm.detach().float().cpu()
+
+    def end_epoch(self) -> None:
+        """Advance the learning-rate schedule by one epoch."""
+        with warnings.catch_warnings():
+            # During the critic's warm-up its optimiser has not stepped yet.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser's, the schedule's and the scaler's states."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,175 @@
+"""Validation during training: Chamfer distance and F-score, samples spread over the categories."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
+
+from pcflow.losses import chamfer_distance
+from pcflow.metrics import f_score
+from pcflow.recipes.flowgan.config import FlowGANConfig
+from pcflow.recipes.flowgan.data import make_loader
+from pcflow.recipes.flowgan.distributed import ProcessGroup
+from pcflow.recipes.flowgan.evaluation import sample_categories, select_per_category
+from pcflow.recipes.flowgan.pictures import draw_reconstructions
+from pcflow.recipes.flowgan.state import TrainState
+
+__all__ = ["RunValidation", "describe", "validate", "validation_subset"]
+
+
+def validation_subset(dataset: Dataset, config: FlowGANConfig) -> Dataset:
+    """``train.val_batches`` batches' worth of ``dataset``, spread evenly over the categories
+    (`select_per_category`), so that the validation metric (and ``best.pt``) weighs every
+    category, not just the first ones of a category-ordered split; all of it when
+    ``val_batches`` is ``None``."""
+    batches = config.train.val_batches
+    if batches is None:
+        return dataset
+    categories = len(set(sample_categories(dataset)))
+    per_category = -(-batches * config.train.batch_size // max(categories, 1))
+    return Subset(dataset, select_per_category(dataset, per_category))
+
+
+def _scores(predicted: Tensor, truth: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    chamfer, _ = chamfer_distance(predicted, truth, batch_reduction=None)
+    return chamfer.cpu(), f_score(predicted, truth, threshold=threshold).f_score.cpu()
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module, dataset: Dataset, config: FlowGANConfig, device: torch.device
+) -> dict[str, float]:
+    """Chamfer distance (squared, unit scale) and F-score of ``model``'s predictions on
+    `validation_subset`, seeded by ``train.seed`` (the caller's random state is kept).
+
+    For a FlowGAN it also reports the autoencoding bound (``val_bound_chamfer``,
+    ``val_bound_fscore``: the flow decoding the posterior mean of the true cloud, see
+    `FlowGAN.autoencode`) and ``val_latent_distance``, the mean distance between the image
+    Gaussian's mean and that posterior mean. Samples use ``eval.temperature``; clouds with
+    NaN or infinite points are left out of the metrics with a warning and counted in
+    ``val_nonfinite``.
+    """
+    loader, _ = make_loader(
+        validation_subset(dataset, config), config.train.batch_size,
+        seed=config.train.seed, shuffle=False, drop_last=False,
+    )  # fmt: skip
+    diagnose = hasattr(model, "autoencode")
+    temperature, threshold = config.eval.temperature, config.eval.fscore_threshold
+    scores: dict[str, list[Tensor]] = defaultdict(list)
+    nonfinite = 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        for batch in loader:
+            truth = batch["points"].to(device)
+            images = batch["image"].to(device)
+            pred = model.reconstruct(images, truth.shape[1], temperature=temperature)
+            if diagnose:
+                bound = model.autoencode(truth, truth.shape[1], temperature=temperature)
+                z_posterior = model.posterior_mean(truth)
+                scores["distance"].append((model.image_latent(images) - z_posterior).norm(dim=1))
+                kept = torch.isfinite(bound).flatten(1).all(1)
+                if bool(kept.any()):
+                    chamfer, fscore = _scores(bound[kept], truth[kept], threshold)
+                    scores["bound_chamfer"].append(chamfer)
+                    scores["bound_fscore"].append(fscore)
+            finite = torch.isfinite(pred).flatten(1).all(1)
+            nonfinite += int((~finite).sum())
+            if bool(finite.any()):
+                chamfer, fscore = _scores(pred[finite], truth[finite], threshold)
+                scores["chamfer"].append(chamfer)
+                scores["fscore"].append(fscore)
+    if nonfinite:
+        warnings.warn(
+            f"{nonfinite} validation clouds held NaN or infinite points; they are left out "
+            "of the validation metrics (counted in val_nonfinite)",
+            stacklevel=3,
+        )
+
+    def mean(key: str, empty: float) -> float:
+        return float(torch.cat(scores[key]).mean()) if scores[key] else empty
+
+    metrics = {"val_chamfer": mean("chamfer", math.inf), "val_fscore": mean("fscore", 0.0)}
+    metrics["val_nonfinite"] = float(nonfinite)
+    if diagnose:
+        metrics["val_bound_chamfer"] = mean("bound_chamfer", math.inf)
+        metrics["val_bound_fscore"] = mean("bound_fscore", 0.0)
+        metrics["val_latent_distance"] = float(torch.cat(scores["distance"]).mean().cpu())
+    return metrics
+
+
+def describe(metrics: dict[str, float], epoch: int, step: int) -> str:
+    """One line for the console: the `validate` metrics of ``epoch`` (at ``step``)."""
+    bound = ""
+    if "val_bound_chamfer" in metrics:
+        bound = (
+            f"; autoencoding bound {metrics['val_bound_chamfer']:.5f}, "
+            f"{100 * metrics['val_bound_fscore']:.2f}%; latent distance "
+            f"{metrics['val_latent_distance']:.3f}"
+        )
+    return (
+        f"epoch {epoch}: val Chamfer {metrics['val_chamfer']:.5f}, "
+        f"F-score {100 * metrics['val_fscore']:.2f}%{bound} (step {step})"
+    )
+
+
+class RunValidation:
+    """A run's validation after an epoch: `validate`'s metrics (logged and printed), the best
+    metric so far, and ``pictures/epoch_XXX.png``; rank 0 validates, the others wait.
+
+    Arguments:
+        model: The model being trained.
+        dataset: The validation set.
+        config: The run's configuration.
+        device: The model's device.
+        out_dir: The run's folder.
+        group: The training processes.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        config: FlowGANConfig,
+        device: torch.device,
+        out_dir: str | Path,
+        group: ProcessGroup,
+    ) -> None:
+        self.model, self.dataset, self.config, self.device = model, dataset, config, device
+        self.pictures, self.group = Path(out_dir) / "pictures", group
+
+    def __call__(self, state: TrainState, log: Callable[[dict[str, float]], None]) -> bool:
+        """Validate at the end of ``state.epoch``; ``True`` if the Chamfer distance is the
+        best so far (``state.best_metric`` and ``best_epoch`` are updated)."""
+        improved = False
+        if self.group.is_main:
+            metrics = validate(self.model, self.dataset, self.config, self.device)
+            self.group.print(describe(metrics, state.epoch, state.global_step))
+            log(metrics)
+            if metrics["val_chamfer"] < state.best_metric:
+                state.best_metric, state.best_epoch = metrics["val_chamfer"], state.epoch
+                improved = True
+            try:
+                self.picture(self.pictures / f"epoch_{state.epoch:03d}.png", state.global_step)
+            except ImportError as error:  # matplotlib is an optional extra
+                warnings.warn(f"no validation pictures: {error}", stacklevel=2)
+        self.group.barrier()
+        return improved
+
+    def picture(self, path: str | Path, step: int) -> Path | None:
+        """Draw ``train.num_pictures`` validation samples, spread over the set: image |
+        predicted cloud | true cloud, seen from the images' viewpoints (`draw_reconstructions`,
+        which leaves out clouds with NaN or infinite points, with a warning)."""
+        count = min(self.config.train.num_pictures, len(self.dataset))
+        every = max(1, len(self.dataset) // max(count, 1))
+        return draw_reconstructions(
+            {"prediction": self.model}, [self.dataset[i * every] for i in range(count)], path,
+            num_points=self.config.data.num_points, seed=self.config.train.seed,
+            temperature=self.config.eval.temperature, when=f"at step {step}",
+        )  # fmt: skip
