@@ -117,7 +117,7 @@ class ModelConfig:
     memory_efficient: bool = False
     point_features: int = 256
     point_hidden_features: list[int] = field(default_factory=lambda: [64, 128, 256])
-    image_arch: ImageArch = "small"
+    image_arch: ImageArch = "small_gn"
     image_features: int = 256
     image_channels: ImageChannels = 4
     image_size: int = 64
@@ -125,7 +125,7 @@ class ModelConfig:
     adversarial: bool = True
     critic_point_features: int = 128
     critic_image_features: int = 128
-    critic_image_arch: ImageArch = "small"
+    critic_image_arch: ImageArch = "small_gn"
     critic_hidden_features: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
     psgn_points: int | None = None
 
@@ -191,7 +191,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.995])
     amsgrad: bool = True
     weight_decay: float = 1e-6
-    lr_milestones: list[int] = field(default_factory=lambda: [8])
+    lr_milestones: list[int] = field(default_factory=lambda: [7])
     lr_gamma: float = 0.25
     critic_lr: float | None = None
     grad_clip_norm: float | None = 100.0
@@ -223,17 +223,17 @@ class TrainConfig:
     """
 
     seed: int = 0
-    epochs: int = 10
-    batch_size: int = 16
-    critic_warmup_epochs: int = 9
+    epochs: int = 9
+    batch_size: int = 8
+    critic_warmup_epochs: int = 8
     mixed_precision: bool = False
     max_consecutive_nonfinite: int = 20
     checkpoint_every: int = 100
     validate_every: int = 1
-    val_batches: int | None = 4
+    val_batches: int | None = 8
     num_pictures: int = 6
     log_every: int = 10
-    threads: int | None = 1
+    threads: int | None = None
 
 
 @dataclass
@@ -253,8 +253,8 @@ class EvalConfig:
             model's own samples); chosen on the validation split.
     """
 
-    num_points: int = 1024
-    emd_method: EmdMethod = "exact"
+    num_points: int = 2500
+    emd_method: EmdMethod = "auction"
     fscore_threshold: float = 1e-3
     batch_size: int = 16
     max_per_category: int | None = None
