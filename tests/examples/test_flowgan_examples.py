@@ -361,3 +361,64 @@ def test_a_yaml_file_applies_over_the_preset(tmp_path: Path) -> None:
     assert config.train.epochs == 2
     with pytest.raises(SystemExit, match=r"'loss\.gan_kind' must be one of 'lsgan'"):
         train.main(["--out", str(tmp_path), "--set", "loss.gan_kind=lsgn"])
+
+
+def _metrics(path: Path, flow_cd: float, bound_cd: float, psgn_cd: float) -> Path:
+    def result(cd: float, categories: dict[str, float]) -> dict:
+        per = {name: {"CD": cd * s, "EMD": 0.1, "F-score": 0.4, "count": 2.0}
+               for name, s in categories.items()}  # fmt: skip
+        return {"per_category": per, "mean": {"CD": cd, "EMD": 0.1, "F-score": 0.4},
+                "settings": {"split": "test"}}  # fmt: skip
+
+    scale = {"mug": 0.5, "table": 1.5}
+    flow = {**result(flow_cd, scale), "diagnosis": {"bound": result(bound_cd, scale)}}
+    payload = {"FlowGAN": flow, "PSGN-style": result(psgn_cd, scale), "checkpoints": {}}
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def test_summarize_gives_mean_and_sample_std_over_seeds(tmp_path: Path) -> None:
+    summarize = _example("summarize")
+    files = [
+        _metrics(tmp_path / f"s{i}.json", cd, cd - 0.001, 0.005)
+        for i, cd in enumerate((0.004, 0.006, 0.008))
+    ]
+    text = summarize.summarize(files)
+    # CD x1e3: mean 6.00, sample std 2.00; the bound 5.00 ± 2.00; one value per seed: ± 0.00.
+    assert "| FlowGAN | 6.00 ± 2.00 |" in text
+    assert "| FlowGAN: autoencoding bound | 5.00 ± 2.00 |" in text
+    assert "| PSGN-style | 5.00 ± 0.00 |" in text
+    assert "| table | 9.00 | 7.50 |" in text  # per category, means over seeds
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"FlowGAN": json.loads(files[0].read_text())["FlowGAN"]}))
+    with pytest.raises(SystemExit, match="holds methods"):
+        summarize.summarize([files[0], other])
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"not a readable metrics\.json"):
+        summarize.summarize([tmp_path / "bad.json"])
+
+
+def test_sampling_floor_is_the_distance_between_two_samples_of_one_surface(
+    data_root: Path,
+) -> None:
+    from pcflow.recipes.flowgan import FlowGANConfig, build_dataset
+
+    floor = _example("sampling_floor")
+    config = FlowGANConfig.preset("tiny").with_overrides(
+        [f"data.root={data_root}", "data.options.num_workers=0"]
+    )
+    table = floor.sampling_floor(config, "val", 64, None)
+    assert sorted(table) == ["mug", "table"]
+    # Brute force in float64 over the same samples (evaluation mode: fixed per-sample seeds).
+    dataset = build_dataset(config.with_overrides(["data.num_points=64"]), "val",
+                            evaluation=True, progress=False)  # fmt: skip
+    by_category: dict[str, list[float]] = {}
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        a, b = sample["points"].double(), sample["points_target"].double()
+        d = torch.cdist(a, b) ** 2
+        chamfer = float(d.min(1).values.mean() + d.min(0).values.mean())
+        by_category.setdefault(sample["category_name"], []).append(chamfer)
+    for name, (chamfer, score) in table.items():
+        assert chamfer == pytest.approx(np.mean(by_category[name]), rel=1e-5)
+        assert 0.0 <= score <= 1.0
