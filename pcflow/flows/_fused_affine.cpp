@@ -315,7 +315,7 @@ inline void accumulate(float* lanes, vf v) { store(lanes, load(lanes) + v); }
 
 // Vector stores: `= {}` on such an array compiles to `rep stosq` under -mtune=haswell (the
 // AVX2 build), whose start-up costs more than the loop body it sits in, once per hidden unit.
-inline void zero(vf (&lanes)[MAX_D]) {
+inline void zero_lanes(vf (&lanes)[MAX_D]) {
 #pragma GCC unroll 8
   for (int q = 0; q < MAX_D; ++q) lanes[q] = vf{};
 }
@@ -391,7 +391,7 @@ void network_backward(const Stack& s, const Net& n, const float* x, const float*
   for (int64_t j = 0; j < H; ++j) {
     const vf scale = splat(fs[j]), bias = splat(fb[j]);
     vf dwl[MAX_D], dscale = {}, dbias = {};
-    zero(dwl);
+    zero_lanes(dwl);
     for (int v = 0; v < NJ; ++v) {
       const vf gv = load(g + j * P + v * VL);
       const vf a2 = gv * scale + bias;
@@ -431,7 +431,7 @@ void network_backward(const Stack& s, const Net& n, const float* x, const float*
       const int64_t k = k0 + r;
       vf db1 = {};
       vf dw1[MAX_D];
-      zero(dw1);
+      zero_lanes(dw1);
       for (int v = 0; v < NJ; ++v) {
         const vf zero = {};
         const vf da1 = load(h1 + k * P + v * VL) > zero ? acc[r][v] : zero;
