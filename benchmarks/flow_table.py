@@ -362,7 +362,9 @@ def measure_variants(
     capped to the variant's instruction set (`CappedMatmul`, one helper process each) are
     timed interleaved (the fastest of ``rounds``), so the fractions compare within the run.
     On a CPU with only a variant's instruction set, its fraction of the capped matmul is the
-    one that CPU would measure.
+    one that CPU would measure. On a busy machine prefer ``threads=1``: MKL splits a matmul
+    statically over its threads, so a core taken by another job slows the matmul more than
+    the kernel and inflates the fractions.
     """
     from pcflow import _native
     from pcflow.flows import fused
@@ -581,7 +583,8 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         action="store_true",
-        help="pcflow's passes on every instruction-set variant this CPU runs (no nflows)",
+        help="pcflow's passes on every instruction-set variant this CPU runs (no nflows), "
+        "against torch.mm uncapped and capped to each variant's instruction set",
     )
     parser.add_argument(
         "--variant",
