@@ -300,7 +300,12 @@ class CappedMatmul:
         assert self._process.stdin is not None and self._process.stdout is not None
         self._process.stdin.write("mm\n")
         self._process.stdin.flush()
-        return float(self._process.stdout.readline())
+        answer = self._process.stdout.readline()
+        if not answer:
+            raise RuntimeError(
+                f"the {self.variant} matmul process exited (status {self._process.wait()})"
+            )
+        return float(answer)
 
     def close(self) -> None:
         """End the helper process."""
@@ -389,11 +394,13 @@ def measure_variants(
     }
     a, b = torch.randn(mm_size, mm_size), torch.randn(mm_size, mm_size)
     variants = _native.cpu_variants()
-    capped = {variant: CappedMatmul(variant, mm_size) for variant in variants}
+    capped: dict[str, CappedMatmul] = {}
     times: dict[tuple[str, str], list[float]] = {}
     mm: list[float] = []
     isa_mm: dict[str, list[float]] = {variant: [] for variant in variants}
     try:
+        for variant in variants:  # start them all, then wait: their imports overlap
+            capped[variant] = CappedMatmul(variant, mm_size)
         for matmul in capped.values():
             matmul.started()
         for round_ in range(rounds + 1):  # round 0 warms up
