@@ -367,9 +367,9 @@ def measure_variants(
     capped to the variant's instruction set (`CappedMatmul`, one helper process each) are
     timed interleaved (the fastest of ``rounds``), so the fractions compare within the run.
     On a CPU with only a variant's instruction set, its fraction of the capped matmul is the
-    one that CPU would measure. On a busy machine prefer ``threads=1``: MKL splits a matmul
-    statically over its threads, so a core taken by another job slows the matmul more than
-    the kernel and inflates the fractions.
+    one that CPU would measure. On a busy machine prefer ``threads=1``: another job on one
+    core slows a two-thread matmul more than the kernel (measured: the AVX2-capped matmul
+    fell below its one-thread rate), which inflates the fractions.
     """
     from pcflow import _native
     from pcflow.flows import fused
