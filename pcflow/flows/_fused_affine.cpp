@@ -101,7 +101,14 @@ inline void microkernel(vf (&acc)[MR][NV], const float* a, int64_t a_row, int64_
     const float* ai = a + i * a_col;
     vf bv[NV];
 #pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) bv[c] = load(bi + c * VL);
+    for (int c = 0; c < NV; ++c) {
+      bv[c] = load(bi + c * VL);
+#if PCF_VL == 8
+      // Keep b in registers: GCC otherwise folds the load into each row's FMA, MR loads per
+      // vector, and 10 loads per 8 FMAs is more than AVX2 CPUs' two loads a cycle can feed.
+      asm("" : "+x"(bv[c]));
+#endif
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const vf w = splat(ai[r * a_row]);
@@ -306,6 +313,13 @@ inline float hsum(vf v) {
 
 inline void accumulate(float* lanes, vf v) { store(lanes, load(lanes) + v); }
 
+// Vector stores: `= {}` on such an array compiles to `rep stosq` under -mtune=haswell (the
+// AVX2 build), whose start-up costs more than the loop body it sits in, once per hidden unit.
+inline void zero_lanes(vf (&lanes)[MAX_D]) {
+#pragma GCC unroll 8
+  for (int q = 0; q < MAX_D; ++q) lanes[q] = vf{};
+}
+
 // Moves the lane sums of the FiLM gradients of the thread's current shape into (L, 2, B, H).
 void flush_film(const Stack& s, Grads& gr, float* fs_out, float* fb_out) {
   if (gr.shape < 0) return;
@@ -376,7 +390,8 @@ void network_backward(const Stack& s, const Net& n, const float* x, const float*
   // Last layer, ReLU and FiLM: dg = relu'(a2) (dout wl) fs, with a2 = g fs + fb.
   for (int64_t j = 0; j < H; ++j) {
     const vf scale = splat(fs[j]), bias = splat(fb[j]);
-    vf dwl[MAX_D] = {}, dscale = {}, dbias = {};
+    vf dwl[MAX_D], dscale = {}, dbias = {};
+    zero_lanes(dwl);
     for (int v = 0; v < NJ; ++v) {
       const vf gv = load(g + j * P + v * VL);
       const vf a2 = gv * scale + bias;
@@ -415,7 +430,8 @@ void network_backward(const Stack& s, const Net& n, const float* x, const float*
     for (int r = 0; r < MR; ++r) {
       const int64_t k = k0 + r;
       vf db1 = {};
-      vf dw1[MAX_D] = {};
+      vf dw1[MAX_D];
+      zero_lanes(dw1);
       for (int v = 0; v < NJ; ++v) {
         const vf zero = {};
         const vf da1 = load(h1 + k * P + v * VL) > zero ? acc[r][v] : zero;
