@@ -143,13 +143,10 @@ def figure_reconstructions(out: Path, data_root: Path, checkpoint: Path | None) 
     config = model.config.with_overrides(["data.num_points=2500"])
     data = flowgan.build_dataset(config, "test", evaluation=True, progress=False)
     picks = [data[i] for i in flowgan.select_per_category(data, 1)]
-    torch.manual_seed(0)
-    images = torch.stack([s["image"] for s in picks])
-    predicted = model.reconstruct(images, 2500, temperature=model.config.eval.temperature)
-    plot_reconstructions(
-        [s["image"] for s in picks], {"FlowGAN": list(predicted)}, [s["points"] for s in picks],
-        target, cameras=[s["camera"] for s in picks], labels=[s["category_name"] for s in picks],
-        point_size=0.8, dpi=80,
+    # The picture every evaluation writes, with FlowGAN alone: two examples a row.
+    flowgan.draw_reconstructions(
+        {"FlowGAN": model}, picks, target, num_points=2500, seed=0,
+        temperature=model.config.eval.temperature, examples_per_row=2, point_size=0.8, dpi=80,
     )  # fmt: skip
     print(f"[reconstructions] from {checkpoint}")
     return target

@@ -33,8 +33,8 @@ def main() -> None:
     )
     views = data.config.views_per_object
     clouds, images, titles = [], [], []
-    for category in range(len(data.categories)):
-        objects = [i for i in range(data.num_objects) if data._category_index[i] == category]
+    for category in data.categories:
+        objects = [i for i in range(data.num_objects) if data.object_category(i) == category]
         for obj in objects[: args.per_category]:
             sample = data[obj * views]
             clouds.append(sample["points"])
