@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = (("CD", 1e3, "CD x1e3"), ("EMD", 1e2, "EMD x1e2"), ("F-score", 1e2, "F-score %"))
+from pcflow.recipes.flowgan.tables import METRICS, metric_column, metric_scale
+
 _SKIP = ("checkpoints",)
 
 
@@ -52,7 +53,7 @@ def summarize(paths: list[Path]) -> str:
     for path, run in zip(paths, runs):
         if list(run) != names:
             raise SystemExit(f"error: {path} holds methods {list(run)}, the first file {names}")
-    header = ["method", *(label for _, _, label in METRICS)]
+    header = ["method", *(metric_column(metric) for metric in METRICS)]
     lines = [
         f"Mean ± std over {len(runs)} seed(s) (sample std); category means.",
         "",
@@ -61,20 +62,21 @@ def summarize(paths: list[Path]) -> str:
     ]
     for name in names:
         row = [name]
-        for metric, scale, _ in METRICS:
-            row.append(_cell([run[name]["mean"][metric] for run in runs], scale))
+        for metric in METRICS:
+            row.append(_cell([run[name]["mean"][metric] for run in runs], metric_scale(metric)))
         lines.append("| " + " | ".join(row) + " |")
         if all("diagnosis" in run[name] for run in runs):
             row = [f"{name}: autoencoding bound"]
-            for metric, scale, _ in METRICS:
+            for metric in METRICS:
                 values = [run[name]["diagnosis"]["bound"]["mean"][metric] for run in runs]
-                row.append(_cell(values, scale))
+                row.append(_cell(values, metric_scale(metric)))
             lines.append("| " + " | ".join(row) + " |")
     settings = runs[0][names[0]].get("settings", {})
     lines += ["", f"Settings: {json.dumps(settings)}", ""]
     categories = list(runs[0][names[0]]["per_category"])
-    for metric, scale, label in METRICS:
-        lines += [f"Per category, {label} (mean over seeds):", ""]
+    for metric in METRICS:
+        scale = metric_scale(metric)
+        lines += [f"Per category, {metric_column(metric)} (mean over seeds):", ""]
         lines.append("| category | " + " | ".join(names) + " |")
         lines.append("|" + " --- |" * (len(names) + 1))
         for category in categories:

@@ -69,8 +69,13 @@ def metric_column(metric: str) -> str:
     return f"{metric} ({unit}) {arrow}"
 
 
+def metric_scale(metric: str) -> float:
+    """The factor a raw value of ``metric`` is shown multiplied by (CD x1e3, EMD x1e2, F %)."""
+    return _DISPLAY[metric][0]
+
+
 def metric_cell(metric: str, value: float) -> str:
-    return f"{value * _DISPLAY[metric][0]:.3f}" if metric != "F-score" else f"{100 * value:.2f}"
+    return f"{value * metric_scale(metric):.3f}" if metric != "F-score" else f"{100 * value:.2f}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
