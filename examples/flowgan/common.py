@@ -13,16 +13,17 @@ from pathlib import Path
 import yaml
 from PIL.Image import DecompressionBombError
 
-from pcflow.recipes.flowgan import PRESETS, FlowGANConfig
+from pcflow.recipes.flowgan import PRESETS, EvalConfig, FlowGANConfig
 from pcflow.utils import CheckpointError
 
 __all__ = [
     "add_config_arguments",
+    "add_sampling_arguments",
     "add_set_argument",
-    "add_temperature_argument",
     "check_output_folder",
     "command_line_program",
     "resolve_config",
+    "sampling_settings",
     "user_errors",
 ]
 
@@ -93,13 +94,34 @@ def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
     )  # fmt: skip
 
 
-def add_temperature_argument(parser: argparse.ArgumentParser) -> None:
-    """``--temperature T``: the scale of the flow's base noise when sampling."""
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--temperature T`` and ``--trim Q``: how the flow samples (see `sampling_settings`)."""
     parser.add_argument(
         "--temperature", type=float, default=None,
         help="scale of the flow's base noise when sampling (default: the checkpoint's "
         "eval.temperature)",
     )  # fmt: skip
+    parser.add_argument(
+        "--trim", type=float, default=None,
+        help="fraction of the flow's least dense draws to drop, in [0, 1) (default: the "
+        "checkpoint's eval.trim)",
+    )  # fmt: skip
+
+
+def sampling_settings(args: argparse.Namespace, defaults: EvalConfig) -> dict[str, float]:
+    """``{"temperature": ..., "trim": ...}`` from ``--temperature`` and ``--trim``, or where
+    not given, from ``defaults`` (a checkpoint's ``eval`` section).
+
+    Raises:
+        ValueError: Naming the argument out of range.
+    """
+    temperature = defaults.temperature if args.temperature is None else args.temperature
+    trim = defaults.trim if args.trim is None else args.trim
+    if not 0 < temperature < float("inf"):
+        raise ValueError(f"--temperature must be a positive number, got {temperature}")
+    if not 0 <= trim < 1:
+        raise ValueError(f"--trim must be a number in [0, 1), got {trim}")
+    return {"temperature": temperature, "trim": trim}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

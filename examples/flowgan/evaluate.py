@@ -16,7 +16,8 @@ For FlowGAN checkpoints it also prints the diagnosis (`pcflow.recipes.flowgan.
 diagnose_reconstruction`): per category, the metrics of the *autoencoding bound* (the flow
 decoding the posterior mean of the true cloud) beside the image reconstruction's, and the
 distance between the image Gaussian's mean and that posterior mean; `--no-diagnosis` skips it.
-`--temperature T` scales the flow's base noise (default: the checkpoint's eval.temperature).
+`--temperature T` scales the flow's base noise and `--trim Q` drops that fraction of its least
+dense draws (defaults: the checkpoint's eval.temperature and eval.trim).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 from common import (
+    add_sampling_arguments,
     add_set_argument,
-    add_temperature_argument,
     check_output_folder,
     command_line_program,
+    sampling_settings,
 )
 
 from pcflow.recipes.flowgan import (
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     add_set_argument(parser, "override evaluation or data settings, e.g. eval.emd_method=auction")
     parser.add_argument("--out", type=Path, default=None, help="folder for JSON, table, picture")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled clouds")
-    add_temperature_argument(parser)
+    add_sampling_arguments(parser)
     parser.add_argument(
         "--no-diagnosis",
         action="store_true",
@@ -117,13 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None:
         config.data.source = args.data
     eval_config = config.eval
-    if args.temperature is not None:
-        if not args.temperature > 0 or args.temperature == float("inf"):
-            print(f"error: --temperature must be a positive number, got {args.temperature}",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-        eval_config.temperature = args.temperature
-    temperature = eval_config.temperature
+    try:
+        sampling = sampling_settings(args, eval_config)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    eval_config.temperature, eval_config.trim = sampling["temperature"], sampling["trim"]
     data_config = config.with_overrides([f"data.num_points={eval_config.num_points}"])
     dataset = build_dataset(data_config, args.split, evaluation=True, progress=not args.no_progress)
     progress = not args.no_progress
@@ -144,14 +145,14 @@ def main(argv: list[str] | None = None) -> int:
                 torch.manual_seed(args.seed)
                 results[name] = evaluate_reconstruction(
                     lambda batch, n, model=model: model.reconstruct(
-                        batch["image"], n, temperature=temperature
+                        batch["image"], n, **_sampling_of(model, sampling)
                     ),
                     dataset,
                     eval_config,
                     split=args.split,
                     progress=progress,
                 )
-            results[name].settings["temperature"] = temperature
+            results[name].settings.update(_sampling_of(model, sampling))
         timings[name] = time.perf_counter() - started
     if args.baselines:
         started = time.perf_counter()
@@ -183,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
                 "latent_distance": diagnosis.latent_distance,
                 "latent_norm": diagnosis.latent_norm,
                 "temperature": diagnosis.temperature,
+                "trim": diagnosis.trim,
             }
         payload["checkpoints"] = {name: str(path) for name, path in entries}
         (args.out / "metrics.json").write_text(json.dumps(payload, indent=2))
         try:
             _picture(
                 models, dataset, eval_config.num_points, args.out / "pictures.png", args.seed,
-                temperature,
+                sampling,
             )  # fmt: skip
         except ImportError as error:
             print(f"no picture: {error}", file=sys.stderr)
@@ -197,13 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _sampling_of(model, sampling: dict[str, float]) -> dict[str, float]:
+    # The PSGN-style baseline regresses its points: it neither tempers nor trims.
+    return sampling if hasattr(model, "autoencode") else {"temperature": 1.0, "trim": 0.0}
+
+
 def _picture(
-    models: dict, dataset, num_points: int, path: Path, seed: int, temperature: float
+    models: dict, dataset, num_points: int, path: Path, seed: int, sampling: dict[str, float]
 ) -> None:
     """One example per category: input image | each model's prediction | truth."""
     draw_reconstructions(
         models, [dataset[i] for i in select_per_category(dataset, 1)], path,
-        num_points=num_points, seed=seed, temperature=temperature,
+        num_points=num_points, seed=seed, **sampling,
         examples_per_row=2 if len(models) == 1 else 1,
     )  # fmt: skip
 

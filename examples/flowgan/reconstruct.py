@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from common import add_temperature_argument, command_line_program
+from common import add_sampling_arguments, command_line_program, sampling_settings
 from PIL import Image, UnidentifiedImageError
 
 from pcflow.io import write_ply
@@ -94,11 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sample-latent", action="store_true", help="draw the latent instead of its mean"
     )
-    add_temperature_argument(parser)
+    add_sampling_arguments(parser)
     args = parser.parse_args(argv)
     if args.temperature is not None and not 0 < args.temperature < float("inf"):
         print(f"error: --temperature must be a positive number, got {args.temperature}",
               file=sys.stderr)  # fmt: skip
+        return 2
+    if args.trim is not None and not 0 <= args.trim < 1:
+        print(f"error: --trim must be a number in [0, 1), got {args.trim}", file=sys.stderr)
         return 2
     if args.num_points < 1:
         print(f"error: --num-points must be positive, got {args.num_points}", file=sys.stderr)
@@ -110,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
-    temperature = model.config.eval.temperature if args.temperature is None else args.temperature
+    sampling = sampling_settings(args, model.config.eval)
     cloud = model.reconstruct(
-        image[None], args.num_points, sample_latent=args.sample_latent, temperature=temperature
+        image[None], args.num_points, sample_latent=args.sample_latent, **sampling
     )[0]
     prefix = args.out if args.out is not None else args.image.with_suffix("")
     prefix.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,17 @@ def _check_temperature(temperature: float) -> float:
     return float(temperature)
 
 
+def _check_trim(trim: float) -> float:
+    if (
+        isinstance(trim, bool)
+        or not isinstance(trim, int | float)
+        or not math.isfinite(trim)
+        or not 0 <= trim < 1
+    ):
+        raise ValueError(f"trim must be a number in [0, 1), got {trim!r}")
+    return float(trim)
+
+
 def _flatten(transform: Transform) -> list[Transform]:
     if isinstance(transform, CompositeTransform):
         return [layer for inner in transform._transforms for layer in _flatten(inner)]
@@ -437,22 +448,32 @@ class ConditionalPointFlow(Flow):
         chunk_size: int | None,
         with_log_prob: bool,
         temperature: float = 1.0,
+        trim: float = 0.0,
     ) -> tuple[Tensor, Tensor | None]:
         batch = self._check_sample_args(num_points, context)
-        temperature = _check_temperature(temperature)
+        temperature, trim = _check_temperature(temperature), _check_trim(trim)
+        # Trimming draws more points and keeps the densest: each point's density is needed.
+        drawn = math.ceil(num_points / (1.0 - trim)) if trim > 0 else num_points
+        per_point = trim > 0
         dtype = context.dtype if context is not None else self._distribution._reference.dtype
-        chunk = self._resolve_chunk(chunk_size, batch, num_points, dtype)
+        chunk = self._resolve_chunk(chunk_size, batch, drawn, dtype)
         samples, log_probs = [], []
-        for start in range(0, num_points, chunk):
-            count = min(chunk, num_points - start)
+        for start in range(0, drawn, chunk):
+            count = min(chunk, drawn - start)
             noise = self._distribution.sample(count, context)
             if temperature != 1.0:
                 noise = noise * temperature
-            points, logabsdet = self._run(noise, context, inverse=True, per_point=False)
+            points, logabsdet = self._run(noise, context, inverse=True, per_point=per_point)
             samples.append(points)
-            if with_log_prob:
-                log_probs.append(self._base_log_prob(noise, context, False) - logabsdet)
+            if with_log_prob or per_point:
+                log_probs.append(self._base_log_prob(noise, context, per_point) - logabsdet)
         out = samples[0] if len(samples) == 1 else torch.cat(samples, 1)
+        if per_point:
+            log_prob = log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs, 1)
+            # The num_points densest draws, in the order they were drawn.
+            keep = log_prob.detach().topk(num_points, dim=1, sorted=False).indices.sort(1).values
+            out = out.gather(1, keep[..., None].expand(-1, -1, out.shape[-1]))
+            return out, log_prob.gather(1, keep).sum(1) if with_log_prob else None
         if not with_log_prob:
             return out, None
         return out, log_probs[0] if len(log_probs) == 1 else torch.stack(log_probs).sum(0)
@@ -464,6 +485,7 @@ class ConditionalPointFlow(Flow):
         chunk_size: int | None = None,
         *,
         temperature: float = 1.0,
+        trim: float = 0.0,
     ) -> Tensor:
         """Sample ``num_points`` points for every shape (differentiable in context and weights).
 
@@ -477,12 +499,17 @@ class ConditionalPointFlow(Flow):
                 ``T * noise``. Below 1 they gather where the density is high (fewer stray
                 points, less coverage); 1 samples the model itself, draw for draw as without
                 the option.
+            trim: Fraction ``q`` in ``[0, 1)`` of low-density draws to drop: ``ceil(num_points
+                / (1 - q))`` points are drawn per shape and the ``num_points`` where the model's
+                density is highest are kept, in the order drawn. It removes stray points in
+                the space between parts without shrinking the shape as a temperature does; 0
+                samples the model itself, draw for draw as without the option.
 
         Returns:
             Points, `(B, num_points, D)`.
         """
         return self._sample_chunks(
-            num_points, context, chunk_size, with_log_prob=False, temperature=temperature
+            num_points, context, chunk_size, False, temperature=temperature, trim=trim
         )[0]
 
     def sample_and_log_prob(
@@ -492,6 +519,7 @@ class ConditionalPointFlow(Flow):
         chunk_size: int | None = None,
         *,
         temperature: float = 1.0,
+        trim: float = 0.0,
     ) -> tuple[Tensor, Tensor]:
         """Sample points and the log-likelihood of each sampled set under the model.
 
@@ -500,12 +528,13 @@ class ConditionalPointFlow(Flow):
             context: Per-shape context, `(B, C)`.
             chunk_size: As in `sample`.
             temperature: As in `sample`; the log-likelihood is the (untempered) model's.
+            trim: As in `sample`; the log-likelihood is the model's, of the points kept.
 
         Returns:
             ``(points, log_prob)``: `(B, num_points, D)` and `(B,)`.
         """
         return self._sample_chunks(
-            num_points, context, chunk_size, with_log_prob=True, temperature=temperature
+            num_points, context, chunk_size, True, temperature=temperature, trim=trim
         )
 
     def _log_prob(self, inputs: Tensor, context: Tensor | None) -> Tensor:

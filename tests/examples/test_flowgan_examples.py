@@ -179,6 +179,22 @@ def test_evaluate_and_reconstruct(data_root: Path, scratch: Path) -> None:
     cold = json.loads((scratch / "cold" / "metrics.json").read_text())
     assert "diagnosis" not in cold["FlowGAN"] and cold["FlowGAN"]["settings"]["temperature"] == 0.7
     assert cold["FlowGAN"]["mean"]["CD"] != metrics["FlowGAN"]["mean"]["CD"]
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "evaluate.py"), "--checkpoint", str(checkpoint),
+         "--no-progress", "--trim", "0.1", "--out", str(scratch / "trimmed")],
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    trimmed = json.loads((scratch / "trimmed" / "metrics.json").read_text())["FlowGAN"]
+    assert trimmed["settings"]["trim"] == 0.1 and trimmed["diagnosis"]["trim"] == 0.1
+    assert trimmed["diagnosis"]["bound"]["settings"]["trim"] == 0.1
+    assert "least dense draws dropped" in result.stdout
+    for bad in (["--trim", "1"], ["--trim", "-0.5"], ["--temperature", "0"]):
+        result = subprocess.run(
+            [sys.executable, str(EXAMPLES / "evaluate.py"), "--checkpoint", str(checkpoint),
+             "--no-progress", *bad], env=ENV, capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 2 and f"error: {bad[0]} must be" in result.stderr
 
     image = (np.random.default_rng(0).random((50, 40, 4)) * 255).astype(np.uint8)
     Image.fromarray(image, "RGBA").save(scratch / "input.png")

@@ -292,6 +292,102 @@ def test_temperature_scales_the_base_noise(freevar):
     torch.testing.assert_close(log_prob, flow.log_prob(samples, z), rtol=1e-9, atol=1e-9)
 
 
+# ------------------------------------------------------------------------------------- trim
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fused", "pytorch"])
+def test_trim_zero_is_the_sampling_without_the_option(dtype):
+    flow = make_flow(dtype=dtype)
+    z = torch.randn(3, 5, dtype=dtype)
+    with torch.no_grad():
+        torch.manual_seed(4)
+        default = flow.sample(64, z, temperature=0.8)
+        torch.manual_seed(4)
+        explicit = flow.sample(64, z, temperature=0.8, trim=0.0)
+    assert torch.equal(default, explicit)
+
+
+@pytest.mark.parametrize("freevar", [False, True])
+@pytest.mark.parametrize("trim", [0.1, 0.37])
+def test_trim_keeps_the_densest_draws_in_order(freevar, trim):
+    # Reference: draw ceil(n / (1 - q)) points from the same seed untrimmed, score each with
+    # the float64 change-of-variables log-density, and keep the n best in the order drawn.
+    flow = make_flow(freevar=freevar)
+    z = torch.randn(2, 5, dtype=torch.float64)
+    n = 40
+    drawn = math.ceil(n / (1 - trim))
+    torch.manual_seed(9)
+    everything = flow.sample(drawn, z, chunk_size=7)  # chunks must not change the draws
+    torch.manual_seed(9)
+    kept, log_prob = flow.sample_and_log_prob(n, z, chunk_size=7, trim=trim)
+    torch.manual_seed(9)
+    assert torch.equal(flow.sample(n, z, chunk_size=7, trim=trim), kept)
+    assert kept.shape == (2, n, 3)
+    density = torch.stack(
+        [torch.stack([_any_base_log_prob(flow, p, z[b : b + 1]) for p in everything[b]])
+         for b in range(2)]
+    ).detach()  # fmt: skip
+    for b in range(2):
+        best = sorted(np.argsort(-density[b].numpy(), kind="stable")[:n])
+        torch.testing.assert_close(kept[b], everything[b, best], rtol=0, atol=0)
+        torch.testing.assert_close(log_prob[b], density[b, best].sum(), rtol=1e-9, atol=1e-8)
+        # Every dropped draw is at most as dense as every kept one.
+        dropped = np.setdiff1d(np.arange(drawn), best)
+        assert density[b, dropped].max() <= density[b, best].min()
+
+
+def _any_base_log_prob(flow, point, z):
+    # reference_log_prob with the flow's own base: a per-shape variance for freevar.
+    standard = -0.5 * 3 * math.log(2 * math.pi)
+    if not isinstance(flow._distribution, FreeVariancePointNormal):
+        return reference_log_prob(flow, point, z)
+    log_scale = flow._distribution.log_scale(z).view(3)
+
+    def f(x):
+        out = x.view(1, 1, 3)
+        for layer in flow.layers:
+            out, _ = layer(out, z.view(1, -1))
+        return out.view(3)
+
+    noise = f(point) / log_scale.exp()
+    base = -0.5 * noise.square().sum() + standard - log_scale.sum()
+    return base + torch.linalg.slogdet(jacobian(f, point))[1]
+
+
+def test_trim_on_the_fused_kernel_keeps_draws_of_high_density():
+    # float32 (the fused kernel's per-point log-determinants): the kept points are draws of
+    # the same seed, in order, and their float64 densities are near the top of all draws.
+    flow = make_flow(dtype=torch.float32)
+    z = torch.randn(2, 5)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        everything = flow.sample(250, z)
+        torch.manual_seed(3)
+        kept = flow.sample(200, z, trim=0.2)
+    reference = flow.to(torch.float64)
+    density = reference.log_prob(everything.double(), z.double(), per_point=True)
+    for b in range(2):
+        match = (kept[b, :, None] == everything[b, None]).all(-1)
+        assert bool((match.sum(1) == 1).all())
+        index = match.float().argmax(1)
+        assert bool((index.diff() > 0).all())
+        # Float32 rounding may swap draws of nearly equal density at the boundary only.
+        threshold = density[b].topk(200).values[-1]
+        assert density[b, index].min() >= threshold - 1e-3
+
+
+def test_trim_is_differentiable_in_the_context():
+    flow = make_flow()
+    z = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    flow.sample(20, z, trim=0.2).square().sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), float("inf"), "0.1", True])
+def test_trim_must_be_in_zero_one(bad):
+    flow = make_flow(num_layers=1)
+    with pytest.raises(ValueError, match=r"trim must be a number in \[0, 1\)"):
+        flow.sample(5, torch.randn(1, 5, dtype=torch.float64), trim=bad)
+
+
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "1", True])
 def test_temperature_must_be_positive_and_finite(bad):
     flow = make_flow(num_layers=1)

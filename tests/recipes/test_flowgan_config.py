@@ -151,6 +151,10 @@ def test_yaml_aliases_of_normal_size_and_recursive_ones() -> None:
         ("loss.adversarial_weight=-1", "'loss.adversarial_weight' must be zero or positive"),
         ("optim.betas=[0.9, 1.5]", "'optim.betas' must be two numbers in"),
         ("model.point_hidden_features=[8, 0]", "'model.point_hidden_features' must hold positive"),
+        ("eval.temperature=0", "'eval.temperature' must be positive, got 0.0"),
+        ("eval.temperature=.inf", "'eval.temperature' must be finite, got inf"),
+        ("eval.trim=1", "'eval.trim' must be in [0, 1), got 1.0"),
+        ("eval.trim=-0.1", "'eval.trim' must be in [0, 1), got -0.1"),
     ],
 )
 def test_settings_are_validated_when_the_config_loads(override: str, message: str) -> None:

@@ -215,6 +215,30 @@ def test_temperature_one_is_todays_reconstruction_and_scales_the_noise() -> None
         model.reconstruct(images, 60, temperature=0.0)
 
 
+def test_trim_reaches_the_flow_and_zero_is_todays_reconstruction() -> None:
+    model = FlowGAN(_config()).eval()
+    images = torch.rand(2, 3, 32, 32)
+    _, points, _ = _batch(2, 30)
+    flow, scale = model.generator.flow, model.config.model.cloud_scale
+    with torch.no_grad():
+        z_image, z_points = model.image_latent(images), model.posterior_mean(points)
+        torch.manual_seed(4)
+        trimmed = flow.sample(60, z_image, temperature=0.9, trim=0.25) * scale
+        torch.manual_seed(4)
+        decoded = flow.sample(60, z_points, trim=0.25) * scale
+    torch.manual_seed(4)
+    assert torch.equal(model.reconstruct(images, 60, temperature=0.9, trim=0.25), trimmed)
+    torch.manual_seed(4)
+    assert torch.equal(model.autoencode(points, 60, trim=0.25), decoded)
+    torch.manual_seed(4)
+    todays = model.reconstruct(images, 60)
+    torch.manual_seed(4)
+    assert torch.equal(model.reconstruct(images, 60, trim=0.0), todays)
+    assert not torch.equal(model.reconstruct(images, 60, trim=0.25), todays)
+    with pytest.raises(ValueError, match=r"trim must be a number in \[0, 1\)"):
+        model.reconstruct(images, 60, trim=1.0)
+
+
 def test_autoencode_decodes_the_posterior_mean_of_the_cloud() -> None:
     model = FlowGAN(_config()).eval()
     _, points, _ = _batch(2, 30)

@@ -450,3 +450,30 @@ def test_logged_steps_report_the_adversarial_share_of_the_flow_gradient(
     config = _config("train.critic_warmup_epochs=0", "train.log_every=5", *overrides)
     trainer = Trainer(config, out, ToyShapes(), progress=False)
     assert "adversarial_grad_share" not in trainer.train_step(next(iter(trainer.loader)))
+
+
+def test_training_flushes_subnormals_and_restores_the_setting(
+    out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pcflow.recipes.flowgan.training import flush_denormal_is_on
+
+    config = _config("model.adversarial=false", "train.epochs=1")
+    trainer = Trainer(config, out, ToyShapes(), progress=False)
+    step, seen = trainer.train_step, []
+
+    def recording(batch):
+        seen.append(flush_denormal_is_on())
+        return step(batch)
+
+    monkeypatch.setattr(trainer, "train_step", recording)
+    assert not flush_denormal_is_on()  # the default: subnormals are kept
+    assert float(torch.full((1,), 1e-39) * 2) > 0
+    trainer.fit()
+    assert seen and all(seen)
+    assert not flush_denormal_is_on()  # as it was found
+    torch.set_flush_denormal(True)
+    try:
+        Trainer(config, out / "again", ToyShapes(), progress=False).fit()
+        assert flush_denormal_is_on()  # a caller who flushes keeps flushing
+    finally:
+        torch.set_flush_denormal(False)

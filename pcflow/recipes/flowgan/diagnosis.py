@@ -38,6 +38,7 @@ class Diagnosis:
             between the image Gaussian's mean and the true cloud's posterior mean.
         latent_norm: As ``latent_distance``, the mean norm of the posterior means (its scale).
         temperature: The sampling temperature of both.
+        trim: The fraction of low-density draws both dropped.
     """
 
     image: EvaluationResult
@@ -45,6 +46,7 @@ class Diagnosis:
     latent_distance: dict[str, float]
     latent_norm: dict[str, float]
     temperature: float = 1.0
+    trim: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -70,7 +72,9 @@ class Diagnosis:
         note = (
             f"image: z is the image Gaussian's mean; bound: z is the posterior mean of the true "
             f"cloud (the autoencoding bound); latent distance: mean |z_image - z_posterior| (in "
-            f"brackets, over the mean |z_posterior|); temperature {self.temperature:g}. "
+            f"brackets, over the mean |z_posterior|); temperature {self.temperature:g}"
+            + (f", the {self.trim:.0%} least dense draws dropped" if self.trim else "")
+            + ". "
         )
         return markdown_table(header, rows) + "\n\n" + note + settings_note(self.image.settings)
 
@@ -82,6 +86,7 @@ def diagnose_reconstruction(
     config: EvalConfig | None = None,
     *,
     temperature: float | None = None,
+    trim: float | None = None,
     encoder_points: int | None = None,
     split: str = "test",
     progress: bool = True,
@@ -101,6 +106,7 @@ def diagnose_reconstruction(
         dataset: The evaluation split (``"points"`` of ``config.num_points`` points).
         config: Evaluation settings; ``None`` for the defaults.
         temperature: Sampling temperature; ``None`` for ``config.temperature``.
+        trim: Fraction of low-density draws dropped; ``None`` for ``config.trim``.
         encoder_points: Points of the true cloud given to the point encoder (its first ones);
             ``None`` for ``model.config.data.num_points``, the size it was trained on.
         split: The split's name, recorded in the settings.
@@ -116,14 +122,16 @@ def diagnose_reconstruction(
             f"model must be a FlowGAN (with a point encoder), got {type(model).__name__}"
         )
     temperature = config.temperature if temperature is None else temperature
+    trim = config.trim if trim is None else trim
+    sampling = {"temperature": temperature, "trim": trim}
     count = model.config.data.num_points if encoder_points is None else encoder_points
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"encoder_points must be a positive integer, got {count!r}")
 
     def from_image(batch: dict[str, Any], num_points: int) -> Tensor:
-        return model.reconstruct(batch["image"], num_points, temperature=temperature)
+        return model.reconstruct(batch["image"], num_points, **sampling)
 
-    from_posterior = _PosteriorDecoder(model, count, temperature)
+    from_posterior = _PosteriorDecoder(model, count, sampling)
     results = []
     for predict in (from_image, from_posterior):
         with torch.random.fork_rng(devices=[]):
@@ -133,19 +141,19 @@ def diagnose_reconstruction(
             )
     image, bound = results
     for result in results:
-        result.settings["temperature"] = temperature
+        result.settings.update(sampling)
     bound.settings["latent"] = "posterior mean of the true cloud"
     image.settings["latent"] = "image Gaussian's mean"
     distances, norms = _per_category(from_posterior.distances), _per_category(from_posterior.norms)
-    return Diagnosis(image, bound, distances, norms, temperature)
+    return Diagnosis(image, bound, distances, norms, temperature, trim)
 
 
 class _PosteriorDecoder:
     """A predictor for `evaluate_reconstruction`: the flow decodes each true cloud's posterior
     mean; per category, the distances between it and the image latent are recorded."""
 
-    def __init__(self, model: FlowGAN, encoder_points: int, temperature: float) -> None:
-        self.model, self.encoder_points, self.temperature = model, encoder_points, temperature
+    def __init__(self, model: FlowGAN, encoder_points: int, sampling: dict[str, float]) -> None:
+        self.model, self.encoder_points, self.sampling = model, encoder_points, sampling
         self.distances: dict[str, list[float]] = defaultdict(list)
         self.norms: dict[str, list[float]] = defaultdict(list)
 
@@ -157,7 +165,7 @@ class _PosteriorDecoder:
         for name, distance, norm in zip(batch["category_name"], distances, norms):
             self.distances[name].append(float(distance))
             self.norms[name].append(float(norm))
-        return self.model.autoencode(points, num_points, temperature=self.temperature)
+        return self.model.autoencode(points, num_points, **self.sampling)
 
 
 def _per_category(values: dict[str, list[float]]) -> dict[str, float]:

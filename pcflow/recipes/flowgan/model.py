@@ -141,6 +141,7 @@ class FlowGAN(_Recipe):
         sample_latent: bool = False,
         chunk_size: int | None = None,
         temperature: float = 1.0,
+        trim: float = 0.0,
     ) -> Tensor:
         """Predict a point cloud of any size for each image (in evaluation mode, no gradients).
 
@@ -153,6 +154,8 @@ class FlowGAN(_Recipe):
             chunk_size: Sample the flow in chunks of this many points (bounded memory).
             temperature: Scale of the flow's base noise (see
                 `pcflow.flows.ConditionalPointFlow.sample`); 1 samples the model itself.
+            trim: Fraction of low-density draws to drop (see
+                `pcflow.flows.ConditionalPointFlow.sample`); 0 samples the model itself.
 
         Returns:
             Unit-scale clouds ``(B, num_points, 3)``.
@@ -162,7 +165,7 @@ class FlowGAN(_Recipe):
             distribution = self.image_distribution(images)
             z = distribution.rsample() if sample_latent else distribution.mean
             clouds = self.generator.flow.sample(
-                num_points, context=z, chunk_size=chunk_size, temperature=temperature
+                num_points, context=z, chunk_size=chunk_size, temperature=temperature, trim=trim
             )
         return clouds * self.config.model.cloud_scale
 
@@ -185,6 +188,7 @@ class FlowGAN(_Recipe):
         *,
         chunk_size: int | None = None,
         temperature: float = 1.0,
+        trim: float = 0.0,
     ) -> Tensor:
         """Decode each cloud's own posterior mean: the *autoencoding bound* of a reconstruction.
 
@@ -198,6 +202,7 @@ class FlowGAN(_Recipe):
             num_points: Points per decoded cloud.
             chunk_size: As in `reconstruct`.
             temperature: As in `reconstruct`.
+            trim: As in `reconstruct`.
 
         Returns:
             Unit-scale clouds ``(B, num_points, 3)``.
@@ -206,7 +211,7 @@ class FlowGAN(_Recipe):
         z = self.posterior_mean(points)
         with self._evaluating():
             clouds = self.generator.flow.sample(
-                num_points, context=z, chunk_size=chunk_size, temperature=temperature
+                num_points, context=z, chunk_size=chunk_size, temperature=temperature, trim=trim
             )
         return clouds * self.config.model.cloud_scale
 

@@ -16,13 +16,21 @@ __all__ = ["draw_reconstructions"]
 
 
 def seeded_reconstruction(
-    model: nn.Module, images: Tensor, num_points: int, *, seed: int, temperature: float
+    model: nn.Module,
+    images: Tensor,
+    num_points: int,
+    *,
+    seed: int,
+    temperature: float,
+    trim: float = 0.0,
 ) -> Tensor:
-    """``model.reconstruct(images, num_points, temperature=...)`` with torch's RNG seeded by
-    ``seed``, leaving the caller's random state as it was."""
+    """``model.reconstruct(images, num_points, temperature=..., trim=...)`` with torch's RNG
+    seeded by ``seed``, leaving the caller's random state as it was (``trim`` is passed only
+    when set, so that models without it, such as the PSGN-style baseline, draw too)."""
+    extra = {"trim": trim} if trim else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return model.reconstruct(images, num_points, temperature=temperature)
+        return model.reconstruct(images, num_points, temperature=temperature, **extra)
 
 
 def draw_reconstructions(
@@ -33,6 +41,7 @@ def draw_reconstructions(
     num_points: int,
     seed: int = 0,
     temperature: float = 1.0,
+    trim: float = 0.0,
     when: str = "",
     **options: Any,
 ) -> Path | None:
@@ -49,6 +58,7 @@ def draw_reconstructions(
         num_points: Points per reconstructed cloud.
         seed: Seed of the sampled clouds (the caller's random state is kept).
         temperature: Scale of the flow's base noise.
+        trim: Fraction of the flow's low-density draws dropped.
         when: Words placed in the warning, such as ``"at step 40"``.
         **options: Keyword arguments of `pcflow.viz.plot_reconstructions`.
 
@@ -60,7 +70,7 @@ def draw_reconstructions(
         device = next(model.parameters()).device
         images = torch.stack([s["image"] for s in samples]).to(device)
         clouds = seeded_reconstruction(
-            model, images, num_points, seed=seed, temperature=temperature
+            model, images, num_points, seed=seed, temperature=temperature, trim=trim
         )
         predictions[name] = clouds.cpu()
     finite = torch.stack([torch.isfinite(c).flatten(1).all(1) for c in predictions.values()])

@@ -251,6 +251,9 @@ class EvalConfig:
             all).
         temperature: Scale of the flow's base noise when sampling predictions (1: the
             model's own samples); chosen on the validation split.
+        trim: Fraction of low-density draws the flow drops when sampling predictions (see
+            `pcflow.flows.ConditionalPointFlow.sample`; 0: the model's own samples); chosen
+            on the validation split.
     """
 
     num_points: int = 2500
@@ -259,3 +262,10 @@ class EvalConfig:
     batch_size: int = 16
     max_per_category: int | None = None
     temperature: float = 1.0
+    trim: float = 0.0
+
+    @property
+    def sampling(self) -> dict[str, float]:
+        """``{"temperature": ..., "trim": ...}``: the keywords of `FlowGAN.reconstruct` and
+        `FlowGAN.autoencode` that these settings give."""
+        return {"temperature": self.temperature, "trim": self.trim}

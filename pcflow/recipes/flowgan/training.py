@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,11 +214,12 @@ class Trainer:
         """
         if not self._start(max_steps):
             return self.state
-        while self.state.epoch < self.config.train.epochs:
-            if not self._train_epoch(max_steps):
-                self.group.print(f"stopped at step {self.state.global_step} (max_steps)")
-                break
-            self._end_epoch()
+        with flushing_denormals(self.device):
+            while self.state.epoch < self.config.train.epochs:
+                if not self._train_epoch(max_steps):
+                    self.group.print(f"stopped at step {self.state.global_step} (max_steps)")
+                    break
+                self._end_epoch()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -324,3 +326,29 @@ class Trainer:
 def _postfix(values: dict[str, float]) -> dict[str, str]:
     keys = ("total_loss", "nll_per_point", "chamfer", "critic_loss", "adversarial_loss")
     return {k.replace("_loss", ""): f"{values[k]:.4g}" for k in keys if k in values}
+
+
+def flush_denormal_is_on() -> bool:
+    """Whether this thread flushes subnormal floats to zero (`torch.set_flush_denormal`)."""
+    return bool(torch.full((1,), 1e-39).mul(2.0)[0] == 0)
+
+
+@contextlib.contextmanager
+def flushing_denormals(device: torch.device) -> Iterator[None]:
+    """On the CPU, flush subnormal floats (below 1.2e-38) to zero for the block, then restore
+    the setting found.
+
+    As training goes on, subnormal values appear in the optimiser's state and the activations,
+    and x86 CPUs take a slow path for each: measured on the quick preset, a trained state's
+    step took 174 ms against 141 ms from a fresh one (one thread), and 145 ms with flushing.
+    Flushing only changes values that small.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = flush_denormal_is_on()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -93,6 +94,7 @@ _POSITIVE = (
     "eval.fscore_threshold",
     "eval.batch_size",
     "eval.max_per_category",
+    "eval.temperature",
 )
 _NON_NEGATIVE = (
     "data.num_workers",
@@ -141,6 +143,12 @@ def check_ranges(config: Any) -> None:
         raise ValueError(
             f"config key 'optim.lr_gamma' must be positive, got {config.optim.lr_gamma!r}"
         )
+    if not math.isfinite(config.eval.temperature):
+        raise ValueError(
+            f"config key 'eval.temperature' must be finite, got {config.eval.temperature!r}"
+        )
+    if not 0 <= config.eval.trim < 1:
+        raise ValueError(f"config key 'eval.trim' must be in [0, 1), got {config.eval.trim!r}")
 
 
 def build(cls: type, values: Any, prefix: str = "") -> Any:

@@ -52,7 +52,8 @@ def validate(
     For a FlowGAN it also reports the autoencoding bound (``val_bound_chamfer``,
     ``val_bound_fscore``: the flow decoding the posterior mean of the true cloud, see
     `FlowGAN.autoencode`) and ``val_latent_distance``, the mean distance between the image
-    Gaussian's mean and that posterior mean. Samples use ``eval.temperature``; clouds with
+    Gaussian's mean and that posterior mean. Samples use ``eval.sampling`` (temperature and
+    trim); clouds with
     NaN or infinite points are left out of the metrics with a warning and counted in
     ``val_nonfinite``.
     """
@@ -61,7 +62,7 @@ def validate(
         seed=config.train.seed, shuffle=False, drop_last=False,
     )  # fmt: skip
     diagnose = hasattr(model, "autoencode")
-    temperature, threshold = config.eval.temperature, config.eval.fscore_threshold
+    sampling, threshold = config.eval.sampling, config.eval.fscore_threshold
     scores: dict[str, list[Tensor]] = defaultdict(list)
     nonfinite = 0
     with torch.random.fork_rng(devices=[]):
@@ -69,9 +70,9 @@ def validate(
         for batch in loader:
             truth = batch["points"].to(device)
             images = batch["image"].to(device)
-            pred = model.reconstruct(images, truth.shape[1], temperature=temperature)
+            pred = model.reconstruct(images, truth.shape[1], **sampling)
             if diagnose:
-                bound = model.autoencode(truth, truth.shape[1], temperature=temperature)
+                bound = model.autoencode(truth, truth.shape[1], **sampling)
                 z_posterior = model.posterior_mean(truth)
                 scores["distance"].append((model.image_latent(images) - z_posterior).norm(dim=1))
                 kept = torch.isfinite(bound).flatten(1).all(1)
@@ -171,5 +172,5 @@ class RunValidation:
         return draw_reconstructions(
             {"prediction": self.model}, [self.dataset[i * every] for i in range(count)], path,
             num_points=self.config.data.num_points, seed=self.config.train.seed,
-            temperature=self.config.eval.temperature, when=f"at step {step}",
+            **self.config.eval.sampling, when=f"at step {step}",
         )  # fmt: skip
