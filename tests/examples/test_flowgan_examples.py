@@ -208,6 +208,8 @@ def test_evaluate_and_reconstruct(data_root: Path, scratch: Path) -> None:
             str(scratch / "input.png"),
             "--num-points",
             "777",
+            "--trim",
+            "0.1",
             "--out",
             str(scratch / "cloud"),
         ],
@@ -438,3 +440,27 @@ def test_sampling_floor_is_the_distance_between_two_samples_of_one_surface(
     for name, (chamfer, score) in table.items():
         assert chamfer == pytest.approx(np.mean(by_category[name]), rel=1e-5)
         assert 0.0 <= score <= 1.0
+
+
+def test_sampling_arguments_default_to_the_checkpoints_settings() -> None:
+    from pcflow.recipes.flowgan import EvalConfig
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        common = _example("common")
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    parser = argparse.ArgumentParser()
+    common.add_sampling_arguments(parser)
+    saved = EvalConfig(temperature=0.9, trim=0.1)
+    settings = common.sampling_settings
+    assert settings(parser.parse_args([]), saved) == {"temperature": 0.9, "trim": 0.1}
+    given = parser.parse_args(["--trim", "0", "--temperature", "1"])
+    assert settings(given, saved) == {"temperature": 1.0, "trim": 0.0}
+    for bad, message in [
+        (["--trim", "1"], r"--trim must be a number in \[0, 1\), got 1.0"),
+        (["--trim", "nan"], r"--trim must be a number in \[0, 1\), got nan"),
+        (["--temperature", "inf"], "--temperature must be a positive number, got inf"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            settings(parser.parse_args(bad), saved)
