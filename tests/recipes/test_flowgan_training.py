@@ -477,3 +477,24 @@ def test_training_flushes_subnormals_and_restores_the_setting(
         assert flush_denormal_is_on()  # a caller who flushes keeps flushing
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_adam_runs_fused_on_the_cpu(out: Path) -> None:
+    trainer = Trainer(_config(), out, ToyShapes(), progress=False)
+    for optimizer in (trainer.generator_optimizer, trainer.critic_optimizer):
+        assert optimizer is not None and optimizer.param_groups[0]["fused"] is True
+    # The same update as torch's loop over the tensors, up to float32 rounding.
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(50)) for _ in range(3)]
+    twins = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    settings = {"lr": 1e-2, "betas": (0.9, 0.995), "amsgrad": True, "weight_decay": 1e-6}
+    fused = torch.optim.Adam(weights, fused=True, **settings)
+    loop = torch.optim.Adam(twins, foreach=False, **settings)
+    for _ in range(5):
+        for w, t in zip(weights, twins):
+            w.grad = torch.randn_like(w)
+            t.grad = w.grad.clone()
+        fused.step()
+        loop.step()
+    for w, t in zip(weights, twins):
+        torch.testing.assert_close(w, t, rtol=1e-5, atol=1e-6)
