@@ -14,7 +14,7 @@ __all__ = ["PRESETS", "PRESET_DESCRIPTIONS"]
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-sized: the built-in synthetic data, small networks, minutes on a laptop.
     "quick": {},
-    # The quick preset trained twice as long: about 25 minutes on 2 quiet CPU cores.
+    # The quick preset trained twice as long: about 20 minutes on 2 quiet CPU cores.
     "standard": {
         "optim": {"lr_milestones": [14]},
         "train": {"epochs": 18, "critic_warmup_epochs": 17},
