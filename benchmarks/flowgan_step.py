@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from pcflow.recipes.flowgan import FlowGANConfig, build_dataset, optimisation
-from pcflow.recipes.flowgan.training import Trainer
+from pcflow.recipes.flowgan import FlowGANConfig, build_dataset
+from pcflow.recipes.flowgan.training import Trainer, flush_denormal_is_on
 
 VARIANTS = {
     "as trained (flushed, fused Adam)": {"flush": True, "fused": True},
@@ -42,13 +42,9 @@ def make_trainer(config: FlowGANConfig, data, checkpoint: Path | None, fused: bo
     if checkpoint is not None:
         (folder / "checkpoints").mkdir()
         shutil.copy(checkpoint, folder / "checkpoints" / "last.pt")
-    build = optimisation._fusable
-    optimisation._fusable = build if fused else (lambda parameters: None)
-    try:
-        trainer = Trainer(config, folder, data, resume=checkpoint is not None, progress=False)
-    finally:
-        optimisation._fusable = build
-    # A loaded checkpoint brings its own choice; the variant's is the one timed.
+    trainer = Trainer(config, folder, data, resume=checkpoint is not None, progress=False)
+    # Adam reads "fused" from its groups at every step; a loaded checkpoint brings its own
+    # choice, so the variant's is set here.
     for optimizer in (trainer.generator_optimizer, trainer.critic_optimizer):
         if optimizer is not None:
             for group in optimizer.param_groups:
@@ -57,7 +53,9 @@ def make_trainer(config: FlowGANConfig, data, checkpoint: Path | None, fused: bo
 
 
 def time_steps(trainer: Trainer, batches: list, flush: bool) -> float:
-    """Milliseconds per `Trainer.train_step` over ``batches``."""
+    """Milliseconds per `Trainer.train_step` over ``batches`` (the caller's subnormal setting
+    is restored afterwards)."""
+    before = flush_denormal_is_on()
     torch.set_flush_denormal(flush)
     try:
         start = time.perf_counter()
@@ -65,7 +63,7 @@ def time_steps(trainer: Trainer, batches: list, flush: bool) -> float:
             trainer.train_step(batch)
         return (time.perf_counter() - start) / len(batches) * 1000
     finally:
-        torch.set_flush_denormal(False)
+        torch.set_flush_denormal(before)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ __all__ = [
     "add_sampling_arguments",
     "add_set_argument",
     "check_output_folder",
+    "check_sampling_arguments",
     "command_line_program",
     "resolve_config",
     "sampling_settings",
@@ -108,19 +109,29 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def sampling_settings(args: argparse.Namespace, defaults: EvalConfig) -> dict[str, float]:
-    """``{"temperature": ..., "trim": ...}`` from ``--temperature`` and ``--trim``, or where
-    not given, from ``defaults`` (a checkpoint's ``eval`` section).
+def check_sampling_arguments(args: argparse.Namespace) -> None:
+    """Check ``--temperature`` and ``--trim`` where given (before any checkpoint is loaded).
 
     Raises:
         ValueError: Naming the argument out of range.
     """
+    if args.temperature is not None and not 0 < args.temperature < float("inf"):
+        raise ValueError(f"--temperature must be a positive number, got {args.temperature}")
+    if args.trim is not None and not 0 <= args.trim < 1:
+        raise ValueError(f"--trim must be a number in [0, 1), got {args.trim}")
+
+
+def sampling_settings(args: argparse.Namespace, defaults: EvalConfig) -> dict[str, float]:
+    """``{"temperature": ..., "trim": ...}`` from ``--temperature`` and ``--trim``, or where
+    not given, from ``defaults`` (a checkpoint's ``eval`` section, range-checked when it
+    loaded).
+
+    Raises:
+        ValueError: Naming the argument out of range (`check_sampling_arguments`).
+    """
+    check_sampling_arguments(args)
     temperature = defaults.temperature if args.temperature is None else args.temperature
     trim = defaults.trim if args.trim is None else args.trim
-    if not 0 < temperature < float("inf"):
-        raise ValueError(f"--temperature must be a positive number, got {temperature}")
-    if not 0 <= trim < 1:
-        raise ValueError(f"--trim must be a number in [0, 1), got {trim}")
     return {"temperature": temperature, "trim": trim}
 
 

@@ -22,7 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from common import add_sampling_arguments, command_line_program, sampling_settings
+from common import (
+    add_sampling_arguments,
+    check_sampling_arguments,
+    command_line_program,
+    sampling_settings,
+)
 from PIL import Image, UnidentifiedImageError
 
 from pcflow.io import write_ply
@@ -96,12 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_sampling_arguments(parser)
     args = parser.parse_args(argv)
-    if args.temperature is not None and not 0 < args.temperature < float("inf"):
-        print(f"error: --temperature must be a positive number, got {args.temperature}",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    if args.trim is not None and not 0 <= args.trim < 1:
-        print(f"error: --trim must be a number in [0, 1), got {args.trim}", file=sys.stderr)
+    try:
+        check_sampling_arguments(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     if args.num_points < 1:
         print(f"error: --num-points must be positive, got {args.num_points}", file=sys.stderr)

@@ -111,6 +111,19 @@ def test_chunking_from_memory_budget_gives_same_values():
     z = torch.randn(2, 5, dtype=torch.float64)
     points = torch.randn(2, 300, 3, dtype=torch.float64)
     assert 1 <= flow.chunk_size(2, torch.float64) < 300
+    passes, run = [], flow._run
+
+    def counted(inputs, *args, **kwargs):
+        passes.append(inputs.shape[1])  # points per shape in this pass
+        return run(inputs, *args, **kwargs)
+
+    flow._run = counted
+    with torch.no_grad():
+        flow.log_prob(points, z)
+    del flow._run
+    chunk = flow.chunk_size(2, torch.float64)
+    assert len(passes) == math.ceil(300 / chunk) > 1 and sum(passes) == 300
+    assert max(passes) == chunk
     with torch.no_grad():
         torch.testing.assert_close(flow.log_prob(points, z), whole.log_prob(points, z))
         torch.testing.assert_close(

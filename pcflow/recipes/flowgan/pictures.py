@@ -26,7 +26,7 @@ def seeded_reconstruction(
 ) -> Tensor:
     """``model.reconstruct(images, num_points, temperature=..., trim=...)`` with torch's RNG
     seeded by ``seed``, leaving the caller's random state as it was (``trim`` is passed only
-    when set, so that models without it, such as the PSGN-style baseline, draw too)."""
+    when set, so that a model whose ``reconstruct`` has no ``trim`` keyword draws too)."""
     extra = {"trim": trim} if trim else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

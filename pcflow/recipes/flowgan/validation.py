@@ -53,9 +53,8 @@ def validate(
     ``val_bound_fscore``: the flow decoding the posterior mean of the true cloud, see
     `FlowGAN.autoencode`) and ``val_latent_distance``, the mean distance between the image
     Gaussian's mean and that posterior mean. Samples use ``eval.sampling`` (temperature and
-    trim); clouds with
-    NaN or infinite points are left out of the metrics with a warning and counted in
-    ``val_nonfinite``.
+    trim); clouds with NaN or infinite points are left out of the metrics with a warning and
+    counted in ``val_nonfinite``.
     """
     loader, _ = make_loader(
         validation_subset(dataset, config), config.train.batch_size,
