@@ -96,7 +96,8 @@ def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--temperature T`` and ``--trim Q``: how the flow samples (see `sampling_settings`)."""
+    """``--temperature T``, ``--trim Q`` and ``--spread S``: how the flow samples (see
+    `sampling_settings`)."""
     parser.add_argument(
         "--temperature", type=float, default=None,
         help="scale of the flow's base noise when sampling (default: the checkpoint's "
@@ -107,10 +108,16 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction of the flow's least dense draws to drop, in [0, 1) (default: the "
         "checkpoint's eval.trim)",
     )  # fmt: skip
+    parser.add_argument(
+        "--spread", type=int, default=None,
+        help="draws kept per point (after --trim), thinned by farthest point sampling so that "
+        "the points cover the shape evenly; 1 or more (default: the checkpoint's eval.spread)",
+    )  # fmt: skip
 
 
 def check_sampling_arguments(args: argparse.Namespace) -> None:
-    """Check ``--temperature`` and ``--trim`` where given (before any checkpoint is loaded).
+    """Check ``--temperature``, ``--trim`` and ``--spread`` where given (before any checkpoint
+    is loaded).
 
     Raises:
         ValueError: Naming the argument out of range.
@@ -119,10 +126,12 @@ def check_sampling_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--temperature must be a positive number, got {args.temperature}")
     if args.trim is not None and not 0 <= args.trim < 1:
         raise ValueError(f"--trim must be a number in [0, 1), got {args.trim}")
+    if args.spread is not None and args.spread < 1:
+        raise ValueError(f"--spread must be 1 or more, got {args.spread}")
 
 
 def sampling_settings(args: argparse.Namespace, defaults: EvalConfig) -> dict[str, float]:
-    """``{"temperature": ..., "trim": ...}`` from ``--temperature`` and ``--trim``, or where
+    """``{"temperature": ..., "trim": ..., "spread": ...}`` from the arguments, or where
     not given, from ``defaults`` (a checkpoint's ``eval`` section, range-checked when it
     loaded).
 
@@ -132,7 +141,8 @@ def sampling_settings(args: argparse.Namespace, defaults: EvalConfig) -> dict[st
     check_sampling_arguments(args)
     temperature = defaults.temperature if args.temperature is None else args.temperature
     trim = defaults.trim if args.trim is None else args.trim
-    return {"temperature": temperature, "trim": trim}
+    spread = defaults.spread if args.spread is None else args.spread
+    return {"temperature": temperature, "trim": trim, "spread": spread}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

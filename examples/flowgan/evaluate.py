@@ -16,8 +16,9 @@ For FlowGAN checkpoints it also prints the diagnosis (`pcflow.recipes.flowgan.
 diagnose_reconstruction`): per category, the metrics of the *autoencoding bound* (the flow
 decoding the posterior mean of the true cloud) beside the image reconstruction's, and the
 distance between the image Gaussian's mean and that posterior mean; `--no-diagnosis` skips it.
-`--temperature T` scales the flow's base noise and `--trim Q` drops that fraction of its least
-dense draws (defaults: the checkpoint's eval.temperature and eval.trim).
+`--temperature T` scales the flow's base noise, `--trim Q` drops that fraction of its least
+dense draws and `--spread S` thins S draws per point to evenly spread points by farthest point
+sampling (defaults: the checkpoint's eval.temperature, eval.trim and eval.spread).
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     eval_config.temperature, eval_config.trim = sampling["temperature"], sampling["trim"]
+    eval_config.spread = sampling["spread"]
     data_config = config.with_overrides([f"data.num_points={eval_config.num_points}"])
     dataset = build_dataset(data_config, args.split, evaluation=True, progress=not args.no_progress)
     progress = not args.no_progress
@@ -185,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 "latent_norm": diagnosis.latent_norm,
                 "temperature": diagnosis.temperature,
                 "trim": diagnosis.trim,
+                "spread": diagnosis.spread,
             }
         payload["checkpoints"] = {name: str(path) for name, path in entries}
         (args.out / "metrics.json").write_text(json.dumps(payload, indent=2))
@@ -200,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sampling_of(model, sampling: dict[str, float]) -> dict[str, float]:
-    # The PSGN-style baseline regresses its points: it neither tempers nor trims.
-    return sampling if hasattr(model, "autoencode") else {"temperature": 1.0, "trim": 0.0}
+    # The PSGN-style baseline regresses its points: it neither tempers, trims nor thins.
+    if hasattr(model, "autoencode"):
+        return sampling
+    return {"temperature": 1.0, "trim": 0.0, "spread": 1}
 
 
 def _picture(

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from pcflow._checks import check_context, check_finite, check_points, check_same_batch
 from pcflow.flows.fused import fused_groups, kernel_takes, run_fused
+from pcflow.ops.sampling import sample_farthest_points
 from pcflow.transforms.base import PointTransform
 
 __all__ = ["ConditionalPointFlow", "FreeVariancePointNormal", "StandardPointNormal"]
@@ -40,6 +41,16 @@ def _check_trim(trim: float) -> float:
     ):
         raise ValueError(f"trim must be a number in [0, 1), got {trim!r}")
     return float(trim)
+
+
+def _check_spread(spread: int) -> int:
+    if isinstance(spread, bool) or not isinstance(spread, int) or spread < 1:
+        raise ValueError(f"spread must be a positive int, got {spread!r}")
+    return spread
+
+
+def _gather_points(points: Tensor, idx: Tensor) -> Tensor:
+    return points.gather(1, idx[..., None].expand(-1, -1, points.shape[-1]))
 
 
 def _flatten(transform: Transform) -> list[Transform]:
@@ -449,12 +460,16 @@ class ConditionalPointFlow(Flow):
         with_log_prob: bool,
         temperature: float = 1.0,
         trim: float = 0.0,
+        spread: int = 1,
     ) -> tuple[Tensor, Tensor | None]:
         batch = self._check_sample_args(num_points, context)
         temperature, trim = _check_temperature(temperature), _check_trim(trim)
-        # Trimming draws more points and keeps the densest: each point's density is needed.
-        drawn = math.ceil(num_points / (1.0 - trim)) if trim > 0 else num_points
-        per_point = trim > 0
+        spread = _check_spread(spread)
+        # Trimming draws more points and keeps the densest: each point's density is needed;
+        # spreading thins the kept points, so the log-likelihood of those left needs them too.
+        kept = num_points * spread
+        drawn = math.ceil(kept / (1.0 - trim)) if trim > 0 else kept
+        per_point = trim > 0 or (spread > 1 and with_log_prob)
         dtype = context.dtype if context is not None else self._distribution._reference.dtype
         chunk = self._resolve_chunk(chunk_size, batch, drawn, dtype)
         samples, log_probs = [], []
@@ -470,10 +485,15 @@ class ConditionalPointFlow(Flow):
         out = samples[0] if len(samples) == 1 else torch.cat(samples, 1)
         if per_point:
             log_prob = log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs, 1)
-            # The num_points densest draws, in the order they were drawn.
-            keep = log_prob.detach().topk(num_points, dim=1, sorted=False).indices.sort(1).values
-            out = out.gather(1, keep[..., None].expand(-1, -1, out.shape[-1]))
-            return out, log_prob.gather(1, keep).sum(1) if with_log_prob else None
+            if trim > 0:  # the densest draws, in the order they were drawn
+                keep = log_prob.detach().topk(kept, dim=1, sorted=False).indices.sort(1).values
+                out, log_prob = _gather_points(out, keep), log_prob.gather(1, keep)
+            if spread > 1:
+                keep = sample_farthest_points(out, num_points).idx.sort(1).values
+                out, log_prob = _gather_points(out, keep), log_prob.gather(1, keep)
+            return out, log_prob.sum(1) if with_log_prob else None
+        if spread > 1:
+            out = _gather_points(out, sample_farthest_points(out, num_points).idx.sort(1).values)
         if not with_log_prob:
             return out, None
         return out, log_probs[0] if len(log_probs) == 1 else torch.stack(log_probs).sum(0)
@@ -486,6 +506,7 @@ class ConditionalPointFlow(Flow):
         *,
         temperature: float = 1.0,
         trim: float = 0.0,
+        spread: int = 1,
     ) -> Tensor:
         """Sample ``num_points`` points for every shape (differentiable in context and weights).
 
@@ -504,13 +525,19 @@ class ConditionalPointFlow(Flow):
                 density is highest are kept, in the order drawn. It removes stray points in
                 the space between parts without shrinking the shape as a temperature does; 0
                 samples the model itself, draw for draw as without the option.
+            spread: ``s >= 1``: keep ``s * num_points`` draws (after trimming) and thin them
+                to ``num_points`` by farthest point sampling (`pcflow.ops.sample_farthest_points`,
+                from the first kept draw), in the order drawn. Independent draws bunch in
+                places and leave gaps; the thinned points cover the sampled shape evenly. 1
+                samples the model itself, draw for draw as without the option.
 
         Returns:
             Points, `(B, num_points, D)`.
         """
         return self._sample_chunks(
-            num_points, context, chunk_size, False, temperature=temperature, trim=trim
-        )[0]
+            num_points, context, chunk_size, False, temperature=temperature, trim=trim,
+            spread=spread,
+        )[0]  # fmt: skip
 
     def sample_and_log_prob(
         self,
@@ -520,6 +547,7 @@ class ConditionalPointFlow(Flow):
         *,
         temperature: float = 1.0,
         trim: float = 0.0,
+        spread: int = 1,
     ) -> tuple[Tensor, Tensor]:
         """Sample points and the log-likelihood of each sampled set under the model.
 
@@ -529,13 +557,15 @@ class ConditionalPointFlow(Flow):
             chunk_size: As in `sample`.
             temperature: As in `sample`; the log-likelihood is the (untempered) model's.
             trim: As in `sample`; the log-likelihood is the model's, of the points kept.
+            spread: As in `sample`; the log-likelihood is the model's, of the points kept.
 
         Returns:
             ``(points, log_prob)``: `(B, num_points, D)` and `(B,)`.
         """
         return self._sample_chunks(
-            num_points, context, chunk_size, True, temperature=temperature, trim=trim
-        )
+            num_points, context, chunk_size, True, temperature=temperature, trim=trim,
+            spread=spread,
+        )  # fmt: skip
 
     def _log_prob(self, inputs: Tensor, context: Tensor | None) -> Tensor:
         return self.log_prob(inputs, context)

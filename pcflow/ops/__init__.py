@@ -1,4 +1,5 @@
-"""Low-level geometric operations: nearest neighbours and optimal assignment."""
+"""Low-level geometric operations: nearest neighbours, optimal assignment, farthest point
+sampling."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from pcflow.ops.assignment import (
     sinkhorn_assignment,
 )
 from pcflow.ops.knn import KNN, knn_gather, knn_points
+from pcflow.ops.sampling import FarthestPoints, sample_farthest_points
 
 __all__ = [
     "EMD_METHODS",
     "KNN",
     "Assignment",
+    "FarthestPoints",
     "assign",
     "auction_assignment",
     "exact_assignment",
@@ -27,5 +30,6 @@ __all__ = [
     "matched_distances",
     "native_auction_available",
     "pot_available",
+    "sample_farthest_points",
     "sinkhorn_assignment",
 ]

@@ -181,15 +181,19 @@ def test_evaluate_and_reconstruct(data_root: Path, scratch: Path) -> None:
     assert cold["FlowGAN"]["mean"]["CD"] != metrics["FlowGAN"]["mean"]["CD"]
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "evaluate.py"), "--checkpoint", str(checkpoint),
-         "--no-progress", "--trim", "0.1", "--out", str(scratch / "trimmed")],
+         "--no-progress", "--trim", "0.1", "--spread", "2", "--out", str(scratch / "trimmed")],
         env=ENV, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     trimmed = json.loads((scratch / "trimmed" / "metrics.json").read_text())["FlowGAN"]
     assert trimmed["settings"]["trim"] == 0.1 and trimmed["diagnosis"]["trim"] == 0.1
     assert trimmed["diagnosis"]["bound"]["settings"]["trim"] == 0.1
+    assert trimmed["settings"]["spread"] == 2 and trimmed["diagnosis"]["spread"] == 2
+    assert trimmed["diagnosis"]["bound"]["settings"]["spread"] == 2
     assert "least dense draws dropped" in result.stdout
-    for bad in (["--trim", "1"], ["--trim", "-0.5"], ["--temperature", "0"]):
+    assert "2 draws per point thinned by farthest point sampling" in result.stdout
+    bad_arguments = (["--trim", "1"], ["--trim", "-0.5"], ["--temperature", "0"], ["--spread", "0"])
+    for bad in bad_arguments:
         result = subprocess.run(
             [sys.executable, str(EXAMPLES / "evaluate.py"), "--checkpoint", str(checkpoint),
              "--no-progress", *bad], env=ENV, capture_output=True, text=True,
@@ -452,15 +456,16 @@ def test_sampling_arguments_default_to_the_checkpoints_settings() -> None:
         sys.path.remove(str(EXAMPLES))
     parser = argparse.ArgumentParser()
     common.add_sampling_arguments(parser)
-    saved = EvalConfig(temperature=0.9, trim=0.1)
+    saved = EvalConfig(temperature=0.9, trim=0.1, spread=2)
     settings = common.sampling_settings
-    assert settings(parser.parse_args([]), saved) == {"temperature": 0.9, "trim": 0.1}
-    given = parser.parse_args(["--trim", "0", "--temperature", "1"])
-    assert settings(given, saved) == {"temperature": 1.0, "trim": 0.0}
+    assert settings(parser.parse_args([]), saved) == {"temperature": 0.9, "trim": 0.1, "spread": 2}
+    given = parser.parse_args(["--trim", "0", "--temperature", "1", "--spread", "1"])
+    assert settings(given, saved) == {"temperature": 1.0, "trim": 0.0, "spread": 1}
     for bad, message in [
         (["--trim", "1"], r"--trim must be a number in \[0, 1\), got 1.0"),
         (["--trim", "nan"], r"--trim must be a number in \[0, 1\), got nan"),
         (["--temperature", "inf"], "--temperature must be a positive number, got inf"),
+        (["--spread", "-1"], "--spread must be 1 or more, got -1"),
     ]:
         with pytest.raises(ValueError, match=message):
             settings(parser.parse_args(bad), saved)

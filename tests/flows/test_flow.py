@@ -401,6 +401,85 @@ def test_trim_must_be_in_zero_one(bad):
         flow.sample(5, torch.randn(1, 5, dtype=torch.float64), trim=bad)
 
 
+# ----------------------------------------------------------------------------------- spread
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fused", "pytorch"])
+def test_spread_one_is_the_sampling_without_the_option(dtype):
+    flow = make_flow(dtype=dtype)
+    z = torch.randn(3, 5, dtype=dtype)
+    with torch.no_grad():
+        torch.manual_seed(4)
+        default = flow.sample(64, z, trim=0.1)
+        torch.manual_seed(4)
+        explicit = flow.sample(64, z, trim=0.1, spread=1)
+    assert torch.equal(default, explicit)
+
+
+@pytest.mark.parametrize("trim", [0.0, 0.2])
+def test_spread_thins_the_kept_draws_by_farthest_point_sampling(trim):
+    # Reference: the same seed's draws, trimmed as in the trim test (float64 densities), then
+    # the textbook farthest-point loop from the first kept draw; kept in the order drawn.
+    flow = make_flow(freevar=True)
+    z = torch.randn(2, 5, dtype=torch.float64)
+    n, spread = 15, 3
+    drawn = math.ceil(n * spread / (1 - trim))
+    torch.manual_seed(8)
+    everything = flow.sample(drawn, z, chunk_size=11)
+    torch.manual_seed(8)
+    kept, log_prob = flow.sample_and_log_prob(n, z, chunk_size=11, trim=trim, spread=spread)
+    everything, kept, log_prob = everything.detach(), kept.detach(), log_prob.detach()
+    torch.manual_seed(8)
+    assert torch.equal(flow.sample(n, z, chunk_size=11, trim=trim, spread=spread), kept)
+    for b in range(2):
+        density = torch.stack(
+            [_any_base_log_prob(flow, p, z[b : b + 1]) for p in everything[b]]
+        ).detach()
+        order = np.argsort(-density.detach().numpy(), kind="stable")
+        candidates = sorted(order[: n * spread])  # the densest n * spread draws, in order
+        thinned = reference_fps(everything[b, candidates].numpy(), n)
+        chosen = sorted(candidates[i] for i in thinned)
+        torch.testing.assert_close(kept[b], everything[b, chosen], rtol=0, atol=0)
+        torch.testing.assert_close(log_prob[b], density[chosen].sum(), rtol=1e-9, atol=1e-8)
+
+
+def reference_fps(points: np.ndarray, num_samples: int) -> list[int]:
+    """Farthest point sampling from index 0, one point at a time, in float64."""
+    chosen = [0]
+    nearest = np.sum((points - points[0]) ** 2, axis=1)
+    while len(chosen) < num_samples:
+        chosen.append(int(np.argmax(nearest)))
+        nearest = np.minimum(nearest, np.sum((points - points[chosen[-1]]) ** 2, axis=1))
+    return chosen
+
+
+def test_spread_covers_the_draws_more_evenly():
+    # The farthest any of the 400 draws is from the 100 kept (the covering radius) is smaller
+    # for the thinned points than for 100 of the draws taken as they come.
+    flow = make_flow(dtype=torch.float32)
+    z = torch.randn(4, 5)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        draws = flow.sample(400, z)
+        torch.manual_seed(3)
+        spread = flow.sample(100, z, spread=4)
+    radius_plain = torch.cdist(draws, draws[:, :100]).min(2).values.max(1).values
+    radius_spread = torch.cdist(draws, spread).min(2).values.max(1).values
+    assert bool((radius_spread < radius_plain).all())
+
+
+def test_spread_is_differentiable_in_the_context():
+    flow = make_flow()
+    z = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    flow.sample(20, z, trim=0.1, spread=2).square().sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, 2.0, "2", True, None])
+def test_spread_must_be_a_positive_int(bad):
+    flow = make_flow(num_layers=1)
+    with pytest.raises(ValueError, match="spread must be a positive int"):
+        flow.sample(5, torch.randn(1, 5, dtype=torch.float64), spread=bad)
+
+
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "1", True])
 def test_temperature_must_be_positive_and_finite(bad):
     flow = make_flow(num_layers=1)

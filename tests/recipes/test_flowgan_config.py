@@ -155,6 +155,7 @@ def test_yaml_aliases_of_normal_size_and_recursive_ones() -> None:
         ("eval.temperature=.inf", "'eval.temperature' must be finite, got inf"),
         ("eval.trim=1", "'eval.trim' must be in [0, 1), got 1.0"),
         ("eval.trim=-0.1", "'eval.trim' must be in [0, 1), got -0.1"),
+        ("eval.spread=0", "'eval.spread' must be at least 1, got 0"),
     ],
 )
 def test_settings_are_validated_when_the_config_loads(override: str, message: str) -> None:

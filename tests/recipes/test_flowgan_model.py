@@ -239,6 +239,29 @@ def test_trim_reaches_the_flow_and_zero_is_todays_reconstruction() -> None:
         model.reconstruct(images, 60, trim=1.0)
 
 
+def test_spread_reaches_the_flow_and_one_is_todays_reconstruction() -> None:
+    model = FlowGAN(_config()).eval()
+    images = torch.rand(2, 3, 32, 32)
+    _, points, _ = _batch(2, 30)
+    flow, scale = model.generator.flow, model.config.model.cloud_scale
+    with torch.no_grad():
+        z_image, z_points = model.image_latent(images), model.posterior_mean(points)
+        torch.manual_seed(4)
+        thinned = flow.sample(60, z_image, trim=0.1, spread=3) * scale
+        torch.manual_seed(4)
+        decoded = flow.sample(60, z_points, spread=2) * scale
+    torch.manual_seed(4)
+    assert torch.equal(model.reconstruct(images, 60, trim=0.1, spread=3), thinned)
+    torch.manual_seed(4)
+    assert torch.equal(model.autoencode(points, 60, spread=2), decoded)
+    torch.manual_seed(4)
+    todays = model.reconstruct(images, 60)
+    torch.manual_seed(4)
+    assert torch.equal(model.reconstruct(images, 60, spread=1), todays)
+    with pytest.raises(ValueError, match="spread must be a positive int"):
+        model.reconstruct(images, 60, spread=0)
+
+
 def test_autoencode_decodes_the_posterior_mean_of_the_cloud() -> None:
     model = FlowGAN(_config()).eval()
     _, points, _ = _batch(2, 30)

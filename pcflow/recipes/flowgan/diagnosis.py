@@ -39,6 +39,7 @@ class Diagnosis:
         latent_norm: As ``latent_distance``, the mean norm of the posterior means (its scale).
         temperature: The sampling temperature of both.
         trim: The fraction of low-density draws both dropped.
+        spread: Draws both kept per point, thinned by farthest point sampling.
     """
 
     image: EvaluationResult
@@ -47,6 +48,7 @@ class Diagnosis:
     latent_norm: dict[str, float]
     temperature: float = 1.0
     trim: float = 0.0
+    spread: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -74,6 +76,11 @@ class Diagnosis:
             f"cloud (the autoencoding bound); latent distance: mean |z_image - z_posterior| (in "
             f"brackets, over the mean |z_posterior|); temperature {self.temperature:g}"
             + (f", the {self.trim:.0%} least dense draws dropped" if self.trim else "")
+            + (
+                f", {self.spread} draws per point thinned by farthest point sampling"
+                if self.spread != 1
+                else ""
+            )
             + ". "
         )
         return markdown_table(header, rows) + "\n\n" + note + settings_note(self.image.settings)
@@ -87,6 +94,7 @@ def diagnose_reconstruction(
     *,
     temperature: float | None = None,
     trim: float | None = None,
+    spread: int | None = None,
     encoder_points: int | None = None,
     split: str = "test",
     progress: bool = True,
@@ -107,6 +115,8 @@ def diagnose_reconstruction(
         config: Evaluation settings; ``None`` for the defaults.
         temperature: Sampling temperature; ``None`` for ``config.temperature``.
         trim: Fraction of low-density draws dropped; ``None`` for ``config.trim``.
+        spread: Draws kept per point, thinned by farthest point sampling; ``None`` for
+            ``config.spread``.
         encoder_points: Points of the true cloud given to the point encoder (its first ones);
             ``None`` for ``model.config.data.num_points``, the size it was trained on.
         split: The split's name, recorded in the settings.
@@ -123,7 +133,8 @@ def diagnose_reconstruction(
         )
     temperature = config.temperature if temperature is None else temperature
     trim = config.trim if trim is None else trim
-    sampling = {"temperature": temperature, "trim": trim}
+    spread = config.spread if spread is None else spread
+    sampling = {"temperature": temperature, "trim": trim, "spread": spread}
     count = model.config.data.num_points if encoder_points is None else encoder_points
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"encoder_points must be a positive integer, got {count!r}")
@@ -145,7 +156,7 @@ def diagnose_reconstruction(
     bound.settings["latent"] = "posterior mean of the true cloud"
     image.settings["latent"] = "image Gaussian's mean"
     distances, norms = _per_category(from_posterior.distances), _per_category(from_posterior.norms)
-    return Diagnosis(image, bound, distances, norms, temperature, trim)
+    return Diagnosis(image, bound, distances, norms, temperature, trim, spread)
 
 
 class _PosteriorDecoder:

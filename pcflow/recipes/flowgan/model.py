@@ -142,6 +142,7 @@ class FlowGAN(_Recipe):
         chunk_size: int | None = None,
         temperature: float = 1.0,
         trim: float = 0.0,
+        spread: int = 1,
     ) -> Tensor:
         """Predict a point cloud of any size for each image (in evaluation mode, no gradients).
 
@@ -156,6 +157,9 @@ class FlowGAN(_Recipe):
                 `pcflow.flows.ConditionalPointFlow.sample`); 1 samples the model itself.
             trim: Fraction of low-density draws to drop (see
                 `pcflow.flows.ConditionalPointFlow.sample`); 0 samples the model itself.
+            spread: Keep ``spread * num_points`` draws and thin them to ``num_points`` by
+                farthest point sampling (see `pcflow.flows.ConditionalPointFlow.sample`); 1
+                samples the model itself.
 
         Returns:
             Unit-scale clouds ``(B, num_points, 3)``.
@@ -165,8 +169,9 @@ class FlowGAN(_Recipe):
             distribution = self.image_distribution(images)
             z = distribution.rsample() if sample_latent else distribution.mean
             clouds = self.generator.flow.sample(
-                num_points, context=z, chunk_size=chunk_size, temperature=temperature, trim=trim
-            )
+                num_points, context=z, chunk_size=chunk_size, temperature=temperature, trim=trim,
+                spread=spread,
+            )  # fmt: skip
         return clouds * self.config.model.cloud_scale
 
     def image_latent(self, images: Tensor) -> Tensor:
@@ -189,6 +194,7 @@ class FlowGAN(_Recipe):
         chunk_size: int | None = None,
         temperature: float = 1.0,
         trim: float = 0.0,
+        spread: int = 1,
     ) -> Tensor:
         """Decode each cloud's own posterior mean: the *autoencoding bound* of a reconstruction.
 
@@ -203,6 +209,7 @@ class FlowGAN(_Recipe):
             chunk_size: As in `reconstruct`.
             temperature: As in `reconstruct`.
             trim: As in `reconstruct`.
+            spread: As in `reconstruct`.
 
         Returns:
             Unit-scale clouds ``(B, num_points, 3)``.
@@ -211,8 +218,9 @@ class FlowGAN(_Recipe):
         z = self.posterior_mean(points)
         with self._evaluating():
             clouds = self.generator.flow.sample(
-                num_points, context=z, chunk_size=chunk_size, temperature=temperature, trim=trim
-            )
+                num_points, context=z, chunk_size=chunk_size, temperature=temperature, trim=trim,
+                spread=spread,
+            )  # fmt: skip
         return clouds * self.config.model.cloud_scale
 
 

@@ -23,11 +23,15 @@ def seeded_reconstruction(
     seed: int,
     temperature: float,
     trim: float = 0.0,
+    spread: int = 1,
 ) -> Tensor:
-    """``model.reconstruct(images, num_points, temperature=..., trim=...)`` with torch's RNG
-    seeded by ``seed``, leaving the caller's random state as it was (``trim`` is passed only
-    when set, so that a model whose ``reconstruct`` has no ``trim`` keyword draws too)."""
-    extra = {"trim": trim} if trim else {}
+    """``model.reconstruct(images, num_points, temperature=..., trim=..., spread=...)`` with
+    torch's RNG seeded by ``seed``, leaving the caller's random state as it was (``trim`` and
+    ``spread`` are passed only when set, so that a model whose ``reconstruct`` lacks them draws
+    too)."""
+    extra: dict[str, float] = {"trim": trim} if trim else {}
+    if spread != 1:
+        extra["spread"] = spread
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return model.reconstruct(images, num_points, temperature=temperature, **extra)
@@ -42,6 +46,7 @@ def draw_reconstructions(
     seed: int = 0,
     temperature: float = 1.0,
     trim: float = 0.0,
+    spread: int = 1,
     when: str = "",
     **options: Any,
 ) -> Path | None:
@@ -59,6 +64,7 @@ def draw_reconstructions(
         seed: Seed of the sampled clouds (the caller's random state is kept).
         temperature: Scale of the flow's base noise.
         trim: Fraction of the flow's low-density draws dropped.
+        spread: Draws kept per point, thinned by farthest point sampling.
         when: Words placed in the warning, such as ``"at step 40"``.
         **options: Keyword arguments of `pcflow.viz.plot_reconstructions`.
 
@@ -70,8 +76,9 @@ def draw_reconstructions(
         device = next(model.parameters()).device
         images = torch.stack([s["image"] for s in samples]).to(device)
         clouds = seeded_reconstruction(
-            model, images, num_points, seed=seed, temperature=temperature, trim=trim
-        )
+            model, images, num_points, seed=seed, temperature=temperature, trim=trim,
+            spread=spread,
+        )  # fmt: skip
         predictions[name] = clouds.cpu()
     finite = torch.stack([torch.isfinite(c).flatten(1).all(1) for c in predictions.values()])
     kept = finite.all(0)

@@ -254,6 +254,9 @@ class EvalConfig:
         trim: Fraction of low-density draws the flow drops when sampling predictions (see
             `pcflow.flows.ConditionalPointFlow.sample`; 0: the model's own samples); chosen
             on the validation split.
+        spread: Draws kept per predicted point, thinned by farthest point sampling (see
+            `pcflow.flows.ConditionalPointFlow.sample`; 1: the model's own samples); chosen on
+            the validation split.
     """
 
     num_points: int = 2500
@@ -263,9 +266,10 @@ class EvalConfig:
     max_per_category: int | None = None
     temperature: float = 1.0
     trim: float = 0.0
+    spread: int = 1
 
     @property
     def sampling(self) -> dict[str, float]:
-        """``{"temperature": ..., "trim": ...}``: the keywords of `FlowGAN.reconstruct` and
-        `FlowGAN.autoencode` that these settings give."""
-        return {"temperature": self.temperature, "trim": self.trim}
+        """``{"temperature": ..., "trim": ..., "spread": ...}``: the keywords of
+        `FlowGAN.reconstruct` and `FlowGAN.autoencode` that these settings give."""
+        return {"temperature": self.temperature, "trim": self.trim, "spread": self.spread}

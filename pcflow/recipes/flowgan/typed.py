@@ -149,6 +149,8 @@ def check_ranges(config: Any) -> None:
         )
     if not 0 <= config.eval.trim < 1:
         raise ValueError(f"config key 'eval.trim' must be in [0, 1), got {config.eval.trim!r}")
+    if config.eval.spread < 1:
+        raise ValueError(f"config key 'eval.spread' must be at least 1, got {config.eval.spread!r}")
 
 
 def build(cls: type, values: Any, prefix: str = "") -> Any:
