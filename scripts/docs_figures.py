@@ -119,9 +119,13 @@ def _find_checkpoint() -> Path | None:
     return found[-1] if found else None
 
 
-def figure_reconstructions(out: Path, data_root: Path, checkpoint: Path | None) -> Path:
+def figure_reconstructions(
+    out: Path, data_root: Path, checkpoint: Path | None, sampling: dict[str, float]
+) -> Path:
     """Test images of the synthetic split | FlowGAN's reconstructions | the truth, seen from the
-    images' viewpoints: the picture every evaluation writes (`pcflow.viz.plot_reconstructions`)."""
+    images' viewpoints: the picture every evaluation writes (`pcflow.viz.plot_reconstructions`).
+    ``sampling`` overrides the checkpoint's ``eval`` sampling settings (temperature, trim,
+    spread)."""
     from pcflow.viz import plot_reconstructions
 
     checkpoint = checkpoint or _find_checkpoint()
@@ -146,7 +150,7 @@ def figure_reconstructions(out: Path, data_root: Path, checkpoint: Path | None) 
     # The picture every evaluation writes, with FlowGAN alone: two examples a row.
     flowgan.draw_reconstructions(
         {"FlowGAN": model}, picks, target, num_points=2500, seed=0,
-        temperature=model.config.eval.temperature, examples_per_row=2, point_size=0.8, dpi=80,
+        **{**model.config.eval.sampling, **sampling}, examples_per_row=2, point_size=0.8, dpi=80,
     )  # fmt: skip
     print(f"[reconstructions] from {checkpoint}")
     return target
@@ -159,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / "data_cache" / "docs-figures")
     parser.add_argument("--fit-seconds", type=float, default=60.0)
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--trim", type=float, default=None, help="default: the checkpoint's")
+    parser.add_argument("--spread", type=int, default=None, help="default: the checkpoint's")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)"
     )
@@ -175,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     if "flow-steps" in wanted:
         made.append(figure_flow_steps(args.out, args.data, args.fit_seconds))
     if "reconstructions" in wanted:
-        made.append(figure_reconstructions(args.out, args.data, args.checkpoint))
+        given = {"trim": args.trim, "spread": args.spread}
+        sampling = {key: value for key, value in given.items() if value is not None}
+        made.append(figure_reconstructions(args.out, args.data, args.checkpoint, sampling))
     for path in made:
         print(f"wrote {path.relative_to(ROOT) if ROOT in path.parents else path} "
               f"({path.stat().st_size // 1024} kB)")  # fmt: skip

@@ -58,7 +58,8 @@ def select(draws: Tensor, log_prob: Tensor, num_points: int, trim: float, spread
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if any(not 0 <= q < 1 for q in args.trim) or any(s < 1 for s in args.spread):
-        print("error: --trim values must be in [0, 1) and --spread values 1 or more", file=sys.stderr)
+        message = "--trim values must be in [0, 1) and --spread values 1 or more"
+        print(f"error: {message}", file=sys.stderr)
         return 2
     model = load_model(args.checkpoint)
     config = model.config
