@@ -81,18 +81,23 @@ def sample_farthest_points(
         if bool(((start.cpu() < 0) | (start.cpu() >= limit)).any()):
             raise ValueError(f"start must index a point of its set, got {start.tolist()}")
         current = start.to(points.device)
-    detached = points.detach()
-    # Distance of every point to the selected subset; padding starts below any distance.
+    # Coordinates first, so that each step works on contiguous (B, N) planes in buffers reused
+    # across steps: (x - cx)^2 + (y - cy)^2 + ..., added in that order.
+    planes = points.detach().permute(2, 0, 1).contiguous()
     nearest = torch.full((batch, num_points), torch.inf, dtype=points.dtype, device=points.device)
     if lengths is not None:
         positions = torch.arange(num_points, device=points.device)
         padding = positions >= lengths.to(points.device)[:, None]
-        nearest.masked_fill_(padding, -1.0)
+        nearest.masked_fill_(padding, -1.0)  # below any distance: never selected
+    distance, term = torch.empty_like(nearest), torch.empty_like(nearest)
     idx = torch.empty(batch, num_samples, dtype=torch.long, device=points.device)
     for k in range(num_samples):
         idx[:, k] = current
-        offsets = detached - detached[rows, current][:, None]
-        nearest = torch.minimum(nearest, offsets.square().sum(-1))
+        chosen = planes[:, rows, current, None]  # (D, B, 1)
+        torch.sub(planes[0], chosen[0], out=distance).square_()
+        for axis in range(1, planes.shape[0]):
+            distance.add_(torch.sub(planes[axis], chosen[axis], out=term).square_())
+        torch.minimum(nearest, distance, out=nearest)
         current = nearest.argmax(1)  # the first of equal maxima
     selected = points.gather(1, idx[..., None].expand(-1, -1, points.shape[-1]))
     return FarthestPoints(selected, idx)
