@@ -529,7 +529,10 @@ class ConditionalPointFlow(Flow):
                 to ``num_points`` by farthest point sampling (`pcflow.ops.sample_farthest_points`,
                 from the first kept draw), in the order drawn. Independent draws bunch in
                 places and leave gaps; the thinned points cover the sampled shape evenly. 1
-                samples the model itself, draw for draw as without the option.
+                samples the model itself, draw for draw as without the option. The thinning
+                takes ``num_points`` sequential steps over ``s * num_points`` points (about
+                0.5 s for 16 shapes of 2,500 points on two CPU cores): meant for thousands of
+                points per shape, not millions.
 
         Returns:
             Points, `(B, num_points, D)`.
