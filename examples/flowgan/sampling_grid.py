@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from pcflow.ops import sample_farthest_points
+from pcflow.flows import num_draws, select_draws
 from pcflow.recipes.flowgan import build_dataset, evaluate_reconstruction, load_model
 
 
@@ -41,20 +40,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def select(draws: Tensor, log_prob: Tensor, num_points: int, trim: float, spread: int) -> Tensor:
-    """The points `ConditionalPointFlow.sample` keeps of these draws ``(B, M, 3)``."""
-    kept = num_points * spread
-    prefix = math.ceil(kept / (1 - trim)) if trim > 0 else kept
-    draws, log_prob = draws[:, :prefix], log_prob[:, :prefix]
-    if trim > 0:
-        keep = log_prob.topk(kept, dim=1, sorted=False).indices.sort(1).values
-        draws = draws.gather(1, keep[..., None].expand(-1, -1, 3))
-    if spread > 1:
-        keep = sample_farthest_points(draws, num_points).idx.sort(1).values
-        draws = draws.gather(1, keep[..., None].expand(-1, -1, 3))
-    return draws
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if any(not 0 <= q < 1 for q in args.trim) or any(s < 1 for s in args.spread):
@@ -66,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     num_points = config.eval.num_points
     data_config = config.with_overrides([f"data.num_points={num_points}"])
     dataset = build_dataset(data_config, args.split, evaluation=True, progress=False)
-    most = max(math.ceil(num_points * s / (1 - q)) for q in args.trim for s in args.spread)
+    most = max(num_draws(num_points, q, s) for q in args.trim for s in args.spread)
     flow, scale = model.generator.flow, config.model.cloud_scale
     cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
@@ -85,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         for spread in args.spread:
 
             def predict(batch: dict, n: int, trim: float = trim, spread: int = spread) -> Tensor:
-                return select(*draws_of(batch), n, trim, spread)
+                draws, log_prob = draws_of(batch)
+                return select_draws(draws, n, log_prob=log_prob, trim=trim, spread=spread)[0]
 
             eval_config = dataclasses.replace(config.eval, trim=trim, spread=spread)
             result = evaluate_reconstruction(

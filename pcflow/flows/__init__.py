@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pcflow.flows.base import ConditionalPointFlow, FreeVariancePointNormal, StandardPointNormal
+from pcflow.flows.base import (
+    ConditionalPointFlow,
+    FreeVariancePointNormal,
+    StandardPointNormal,
+    num_draws,
+    select_draws,
+)
 from pcflow.flows.dpf import DPF_MASKS, dpf_flow
 from pcflow.flows.reversible import memory_efficient_forward, memory_efficient_inverse
 
@@ -14,4 +20,6 @@ __all__ = [
     "dpf_flow",
     "memory_efficient_forward",
     "memory_efficient_inverse",
+    "num_draws",
+    "select_draws",
 ]

@@ -15,7 +15,13 @@ from pcflow.flows.fused import fused_groups, kernel_takes, run_fused
 from pcflow.ops.sampling import sample_farthest_points
 from pcflow.transforms.base import PointTransform
 
-__all__ = ["ConditionalPointFlow", "FreeVariancePointNormal", "StandardPointNormal"]
+__all__ = [
+    "ConditionalPointFlow",
+    "FreeVariancePointNormal",
+    "StandardPointNormal",
+    "num_draws",
+    "select_draws",
+]
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 """Bytes of activations that an evaluation without autograd may hold at once (256 MiB)."""
@@ -51,6 +57,68 @@ def _check_spread(spread: int) -> int:
 
 def _gather_points(points: Tensor, idx: Tensor) -> Tensor:
     return points.gather(1, idx[..., None].expand(-1, -1, points.shape[-1]))
+
+
+def num_draws(num_points: int, trim: float = 0.0, spread: int = 1) -> int:
+    """How many independent draws per shape `ConditionalPointFlow.sample` makes to return
+    ``num_points`` points with these ``trim`` and ``spread`` (see `select_draws`)."""
+    kept = num_points * _check_spread(spread)
+    return math.ceil(kept / (1.0 - _check_trim(trim))) if trim > 0 else kept
+
+
+def select_draws(
+    draws: Tensor,
+    num_points: int,
+    *,
+    log_prob: Tensor | None = None,
+    trim: float = 0.0,
+    spread: int = 1,
+) -> tuple[Tensor, Tensor | None]:
+    """The points `ConditionalPointFlow.sample` keeps of its independent draws.
+
+    Of the first ``num_draws(num_points, trim, spread)`` draws, the ``spread * num_points``
+    with the highest log-density are kept when ``trim > 0``, then thinned to ``num_points`` by
+    farthest point sampling (`pcflow.ops.sample_farthest_points`, from the first kept draw)
+    when ``spread > 1``; the points stay in the order drawn. More draws than needed may be
+    given: independent draws, so their first ones are a sample of that size, and one set of
+    draws can serve several settings.
+
+    Arguments:
+        draws: Points ``(B, M, D)`` in the order drawn, ``M >= num_draws(...)``.
+        num_points: Points kept per shape.
+        log_prob: ``(B, M)`` each draw's log-density under the model; needed to trim.
+        trim: As in `ConditionalPointFlow.sample`.
+        spread: As in `ConditionalPointFlow.sample`.
+
+    Returns:
+        ``(points, log_prob)``: ``(B, num_points, D)`` and the kept points' log-densities
+        ``(B, num_points)`` (``None`` without ``log_prob``).
+    """
+    drawn = num_draws(num_points, trim, spread)
+    # Not-finite draws pass through, as from `sample` (a diverged model's are reported later).
+    batch, available, _ = check_points("draws", draws, finite=False)
+    if available < drawn:
+        raise ValueError(
+            f"draws must hold at least {drawn} points per shape for num_points={num_points}, "
+            f"trim={trim} and spread={spread}, got {available}"
+        )
+    if log_prob is None and trim > 0:
+        raise ValueError("log_prob (each draw's log-density) is needed to trim")
+    if log_prob is not None and log_prob.shape != draws.shape[:2]:
+        raise ValueError(
+            f"log_prob must have shape ({batch}, {available}), got {tuple(log_prob.shape)}"
+        )
+    draws = draws[:, :drawn]
+    log_prob = None if log_prob is None else log_prob[:, :drawn]
+    if trim > 0:  # the densest draws, in the order they were drawn
+        keep = log_prob.detach().topk(num_points * spread, dim=1, sorted=False).indices
+        keep = keep.sort(1).values
+        draws, log_prob = _gather_points(draws, keep), log_prob.gather(1, keep)
+    if spread > 1:
+        keep = sample_farthest_points(draws, num_points).idx.sort(1).values
+        draws = _gather_points(draws, keep)
+        log_prob = None if log_prob is None else log_prob.gather(1, keep)
+    return draws, log_prob
 
 
 def _flatten(transform: Transform) -> list[Transform]:
@@ -464,11 +532,9 @@ class ConditionalPointFlow(Flow):
     ) -> tuple[Tensor, Tensor | None]:
         batch = self._check_sample_args(num_points, context)
         temperature, trim = _check_temperature(temperature), _check_trim(trim)
-        spread = _check_spread(spread)
+        drawn = num_draws(num_points, trim, spread)
         # Trimming draws more points and keeps the densest: each point's density is needed;
         # spreading thins the kept points, so the log-likelihood of those left needs them too.
-        kept = num_points * spread
-        drawn = math.ceil(kept / (1.0 - trim)) if trim > 0 else kept
         per_point = trim > 0 or (spread > 1 and with_log_prob)
         dtype = context.dtype if context is not None else self._distribution._reference.dtype
         chunk = self._resolve_chunk(chunk_size, batch, drawn, dtype)
@@ -485,15 +551,9 @@ class ConditionalPointFlow(Flow):
         out = samples[0] if len(samples) == 1 else torch.cat(samples, 1)
         if per_point:
             log_prob = log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs, 1)
-            if trim > 0:  # the densest draws, in the order they were drawn
-                keep = log_prob.detach().topk(kept, dim=1, sorted=False).indices.sort(1).values
-                out, log_prob = _gather_points(out, keep), log_prob.gather(1, keep)
-            if spread > 1:
-                keep = sample_farthest_points(out, num_points).idx.sort(1).values
-                out, log_prob = _gather_points(out, keep), log_prob.gather(1, keep)
-            return out, log_prob.sum(1) if with_log_prob else None
-        if spread > 1:
-            out = _gather_points(out, sample_farthest_points(out, num_points).idx.sort(1).values)
+            out, kept = select_draws(out, num_points, log_prob=log_prob, trim=trim, spread=spread)
+            return out, kept.sum(1) if with_log_prob else None
+        out, _ = select_draws(out, num_points, spread=spread)
         if not with_log_prob:
             return out, None
         return out, log_probs[0] if len(log_probs) == 1 else torch.stack(log_probs).sum(0)

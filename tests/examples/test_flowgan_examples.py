@@ -471,24 +471,10 @@ def test_sampling_arguments_default_to_the_checkpoints_settings() -> None:
             settings(parser.parse_args(bad), saved)
 
 
-@pytest.mark.parametrize(("trim", "spread"), [(0.0, 1), (0.15, 1), (0.0, 3), (0.2, 2)])
-def test_sampling_grid_selects_what_the_flow_samples(
-    trim: float, spread: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The grid takes a prefix of shared draws; the flow, given that prefix of the same base
-    # noise, must keep the same points (float64, so that both rank the draws alike).
-    from pcflow.flows import dpf_flow
-
+def test_sampling_grid_rejects_bad_settings(capsys: pytest.CaptureFixture) -> None:
     grid = _example("sampling_grid")
-    flow = dpf_flow(context_features=4, num_layers=3, hidden_features=8).double()
-    z = torch.randn(2, 4, dtype=torch.float64)
-    noise = torch.randn(2, 400, 3, dtype=torch.float64)
-    monkeypatch.setattr(flow._distribution, "sample", lambda count, context: noise[:, :count])
-    with torch.no_grad():
-        draws = flow.sample(400, z)
-        log_prob = flow.log_prob(draws, z, per_point=True)
-        expected = flow.sample(50, z, trim=trim, spread=spread)
-    selected = grid.select(draws, log_prob, 50, trim, spread)
-    assert torch.equal(selected, expected)
-    if trim or spread > 1:
-        assert not torch.equal(selected, draws[:, :50])
+    for bad in (["--trim", "0", "1"], ["--spread", "0"]):
+        assert grid.main(["--checkpoint", "missing.pt", "--out", "x.json", *bad]) == 2
+        assert "--trim values must be in [0, 1) and --spread values 1 or more" in (
+            capsys.readouterr().err
+        )

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from nflows.transforms import CompositeTransform, Permutation
 from torch.autograd.functional import jacobian
 
-from pcflow.flows import ConditionalPointFlow, FreeVariancePointNormal, StandardPointNormal
+from pcflow.flows import (
+    ConditionalPointFlow,
+    FreeVariancePointNormal,
+    StandardPointNormal,
+    num_draws,
+    select_draws,
+)
 from pcflow.transforms import PointActNorm, PointAffineCoupling, PointSplineCoupling
 
 MASKS = [(1, 0, 0), (0, 1, 1), (0, 1, 0), (1, 0, 1), (0, 0, 1), (1, 1, 0)]
@@ -464,6 +470,36 @@ def test_spread_covers_the_draws_more_evenly():
     radius_plain = torch.cdist(draws, draws[:, :100]).min(2).values.max(1).values
     radius_spread = torch.cdist(draws, spread).min(2).values.max(1).values
     assert bool((radius_spread < radius_plain).all())
+
+
+@pytest.mark.parametrize(("trim", "spread"), [(0.0, 1), (0.15, 1), (0.0, 3), (0.2, 2)])
+def test_select_draws_of_more_draws_keeps_what_sample_keeps(trim, spread, monkeypatch):
+    # select_draws takes the first num_draws of the draws given; the flow, given that prefix
+    # of the same base noise, must keep the same points (float64, so both rank draws alike).
+    flow = make_flow()
+    z = torch.randn(2, 5, dtype=torch.float64)
+    noise = torch.randn(2, 400, 3, dtype=torch.float64)
+    monkeypatch.setattr(flow._distribution, "sample", lambda count, context: noise[:, :count])
+    with torch.no_grad():
+        draws = flow.sample(400, z)
+        log_prob = flow.log_prob(draws, z, per_point=True)
+        expected = flow.sample(50, z, trim=trim, spread=spread)
+    assert num_draws(50, trim, spread) <= 400
+    selected, kept = select_draws(draws, 50, log_prob=log_prob, trim=trim, spread=spread)
+    assert torch.equal(selected, expected)
+    torch.testing.assert_close(kept, flow.log_prob(selected, z, per_point=True))
+    if trim or spread > 1:
+        assert not torch.equal(selected, draws[:, :50])
+
+
+def test_select_draws_names_what_is_missing():
+    draws = torch.randn(2, 40, 3)
+    with pytest.raises(ValueError, match="draws must hold at least 50 points per shape"):
+        select_draws(draws, 10, log_prob=torch.zeros(2, 40), trim=0.2, spread=4)
+    with pytest.raises(ValueError, match=r"log_prob \(each draw.s log-density\) is needed to trim"):
+        select_draws(draws, 10, trim=0.2)
+    with pytest.raises(ValueError, match=r"log_prob must have shape \(2, 40\)"):
+        select_draws(draws, 10, log_prob=torch.zeros(2, 39), trim=0.2)
 
 
 def test_spread_is_differentiable_in_the_context():
