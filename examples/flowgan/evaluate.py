@@ -41,6 +41,7 @@ from common import (
 )
 
 from pcflow.recipes.flowgan import (
+    EvalConfig,
     FlowGANConfig,
     MeanCloudBaseline,
     build_dataset,
@@ -125,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    eval_config.temperature, eval_config.trim = sampling["temperature"], sampling["trim"]
-    eval_config.spread = sampling["spread"]
+    for name, value in sampling.items():
+        setattr(eval_config, name, value)
     data_config = config.with_overrides([f"data.num_points={eval_config.num_points}"])
     dataset = build_dataset(data_config, args.split, evaluation=True, progress=not args.no_progress)
     progress = not args.no_progress
@@ -203,10 +204,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sampling_of(model, sampling: dict[str, float]) -> dict[str, float]:
-    # The PSGN-style baseline regresses its points: it neither tempers, trims nor thins.
-    if hasattr(model, "autoencode"):
-        return sampling
-    return {"temperature": 1.0, "trim": 0.0, "spread": 1}
+    # The PSGN-style baseline regresses its points: it neither tempers, trims nor thins (the
+    # defaults are the model's own samples).
+    return sampling if hasattr(model, "autoencode") else EvalConfig().sampling
 
 
 def _picture(
