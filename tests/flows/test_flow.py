@@ -313,14 +313,19 @@ def test_temperature_scales_the_base_noise(freevar):
 
 # ------------------------------------------------------------------------------------- trim
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fused", "pytorch"])
-def test_trim_zero_is_the_sampling_without_the_option(dtype):
+@pytest.mark.parametrize(
+    ("others", "neutral"),
+    [({"temperature": 0.8}, {"trim": 0.0}), ({"trim": 0.1}, {"spread": 1})],
+    ids=["trim 0", "spread 1"],
+)
+def test_a_neutral_option_is_the_sampling_without_it(dtype, others, neutral):
     flow = make_flow(dtype=dtype)
     z = torch.randn(3, 5, dtype=dtype)
     with torch.no_grad():
         torch.manual_seed(4)
-        default = flow.sample(64, z, temperature=0.8)
+        default = flow.sample(64, z, **others)
         torch.manual_seed(4)
-        explicit = flow.sample(64, z, temperature=0.8, trim=0.0)
+        explicit = flow.sample(64, z, **others, **neutral)
     assert torch.equal(default, explicit)
 
 
@@ -408,18 +413,6 @@ def test_trim_must_be_in_zero_one(bad):
 
 
 # ----------------------------------------------------------------------------------- spread
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fused", "pytorch"])
-def test_spread_one_is_the_sampling_without_the_option(dtype):
-    flow = make_flow(dtype=dtype)
-    z = torch.randn(3, 5, dtype=dtype)
-    with torch.no_grad():
-        torch.manual_seed(4)
-        default = flow.sample(64, z, trim=0.1)
-        torch.manual_seed(4)
-        explicit = flow.sample(64, z, trim=0.1, spread=1)
-    assert torch.equal(default, explicit)
-
-
 @pytest.mark.parametrize("trim", [0.0, 0.2])
 def test_spread_thins_the_kept_draws_by_farthest_point_sampling(trim):
     # Reference: the same seed's draws, trimmed as in the trim test (float64 densities), then

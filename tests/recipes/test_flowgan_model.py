@@ -215,7 +215,19 @@ def test_temperature_one_is_todays_reconstruction_and_scales_the_noise() -> None
         model.reconstruct(images, 60, temperature=0.0)
 
 
-def test_trim_reaches_the_flow_and_zero_is_todays_reconstruction() -> None:
+@pytest.mark.parametrize(
+    ("image", "cloud", "neutral", "bad", "message"),
+    [
+        ({"temperature": 0.9, "trim": 0.25}, {"trim": 0.25}, {"trim": 0.0}, {"trim": 1.0},
+         r"trim must be a number in \[0, 1\)"),
+        ({"trim": 0.1, "spread": 3}, {"spread": 2}, {"spread": 1}, {"spread": 0},
+         "spread must be a positive int"),
+    ],
+    ids=["trim", "spread"],
+)  # fmt: skip
+def test_sampling_options_reach_the_flow_and_neutral_is_todays_reconstruction(
+    image: dict, cloud: dict, neutral: dict, bad: dict, message: str
+) -> None:
     model = FlowGAN(_config()).eval()
     images = torch.rand(2, 3, 32, 32)
     _, points, _ = _batch(2, 30)
@@ -223,43 +235,21 @@ def test_trim_reaches_the_flow_and_zero_is_todays_reconstruction() -> None:
     with torch.no_grad():
         z_image, z_points = model.image_latent(images), model.posterior_mean(points)
         torch.manual_seed(4)
-        trimmed = flow.sample(60, z_image, temperature=0.9, trim=0.25) * scale
+        from_image = flow.sample(60, z_image, **image) * scale
         torch.manual_seed(4)
-        decoded = flow.sample(60, z_points, trim=0.25) * scale
+        decoded = flow.sample(60, z_points, **cloud) * scale
     torch.manual_seed(4)
-    assert torch.equal(model.reconstruct(images, 60, temperature=0.9, trim=0.25), trimmed)
+    assert torch.equal(model.reconstruct(images, 60, **image), from_image)
     torch.manual_seed(4)
-    assert torch.equal(model.autoencode(points, 60, trim=0.25), decoded)
+    assert torch.equal(model.autoencode(points, 60, **cloud), decoded)
     torch.manual_seed(4)
     todays = model.reconstruct(images, 60)
     torch.manual_seed(4)
-    assert torch.equal(model.reconstruct(images, 60, trim=0.0), todays)
-    assert not torch.equal(model.reconstruct(images, 60, trim=0.25), todays)
-    with pytest.raises(ValueError, match=r"trim must be a number in \[0, 1\)"):
-        model.reconstruct(images, 60, trim=1.0)
-
-
-def test_spread_reaches_the_flow_and_one_is_todays_reconstruction() -> None:
-    model = FlowGAN(_config()).eval()
-    images = torch.rand(2, 3, 32, 32)
-    _, points, _ = _batch(2, 30)
-    flow, scale = model.generator.flow, model.config.model.cloud_scale
-    with torch.no_grad():
-        z_image, z_points = model.image_latent(images), model.posterior_mean(points)
-        torch.manual_seed(4)
-        thinned = flow.sample(60, z_image, trim=0.1, spread=3) * scale
-        torch.manual_seed(4)
-        decoded = flow.sample(60, z_points, spread=2) * scale
+    assert torch.equal(model.reconstruct(images, 60, **neutral), todays)
     torch.manual_seed(4)
-    assert torch.equal(model.reconstruct(images, 60, trim=0.1, spread=3), thinned)
-    torch.manual_seed(4)
-    assert torch.equal(model.autoencode(points, 60, spread=2), decoded)
-    torch.manual_seed(4)
-    todays = model.reconstruct(images, 60)
-    torch.manual_seed(4)
-    assert torch.equal(model.reconstruct(images, 60, spread=1), todays)
-    with pytest.raises(ValueError, match="spread must be a positive int"):
-        model.reconstruct(images, 60, spread=0)
+    assert not torch.equal(model.reconstruct(images, 60, **image), todays)
+    with pytest.raises(ValueError, match=message):
+        model.reconstruct(images, 60, **bad)
 
 
 def test_autoencode_decodes_the_posterior_mean_of_the_cloud() -> None:
