@@ -149,6 +149,8 @@ def test_yaml_aliases_of_normal_size_and_recursive_ones() -> None:
         ("train.log_every=-1", "'train.log_every' must be positive"),
         ("train.val_batches=0", "'train.val_batches' must be positive"),
         ("loss.adversarial_weight=-1", "'loss.adversarial_weight' must be zero or positive"),
+        ("loss.chamfer_weight=-1", "'loss.chamfer_weight' must be zero or positive"),
+        ("train.chamfer_warmup_epochs=-1", "'train.chamfer_warmup_epochs' must be zero or"),
         ("optim.betas=[0.9, 1.5]", "'optim.betas' must be two numbers in"),
         ("model.point_hidden_features=[8, 0]", "'model.point_hidden_features' must hold positive"),
         ("eval.temperature=0", "'eval.temperature' must be positive, got 0.0"),

@@ -128,6 +128,41 @@ def test_critic_gradient_reaches_the_flow_through_sampling(to_encoder: bool) -> 
         assert image_gradient is None
 
 
+@pytest.mark.parametrize("weight", [0.0, 40.0])
+def test_chamfer_term_compares_the_cloud_sampled_at_the_image_mean(weight: float) -> None:
+    model = FlowGAN(_config(chamfer_weight=weight)).double()
+    images, points, target = (t.double() for t in _batch())
+    generator, scale = model.generator, model.config.model.cloud_scale
+    prepared, points, target = model.prepare_images(images), points / scale, target / scale
+    torch.manual_seed(5)
+    plain = generator(prepared, points, target)
+    torch.manual_seed(5)
+    terms = generator(prepared, points, target, chamfer=True)
+    if weight == 0:  # no term and no draw: today's loss, bit for bit
+        assert "chamfer" not in terms
+        assert all(torch.equal(terms[k], plain[k]) for k in plain)
+        return
+
+    # The same draws by hand: the posterior's sample, then the flow's base noise at the mean of
+    # the image Gaussian; the Chamfer distance by brute force.
+    torch.manual_seed(5)
+    generator.posterior(points).rsample()
+    cloud = generator.flow.sample(target.shape[1], context=model.image_distribution(images).mean)
+    squared = torch.cdist(cloud, target).pow(2)
+    chamfer = squared.min(2).values.mean(1) + squared.min(1).values.mean(1)
+    torch.testing.assert_close(terms["chamfer"], chamfer)
+    expected = plain["loss"] + weight * target.shape[1] * chamfer
+    torch.testing.assert_close(terms["loss"], expected)
+
+    # Its gradient reaches the image encoder and the flow, not the posterior.
+    parts = (generator.image_head.linear.weight, generator.flow.layers[-1].parameters().__next__())
+    gradients = torch.autograd.grad(
+        terms["chamfer"].sum(), [*parts, *generator.point_encoder.parameters()], allow_unused=True
+    )
+    assert all(g is not None and g.abs().sum() > 0 for g in gradients[:2])
+    assert all(g is None for g in gradients[2:])
+
+
 def test_ablation_has_no_critic_and_no_samples() -> None:
     model = build_model(FlowGANConfig.preset("tiny").with_overrides(["model.adversarial=false"]))
     assert isinstance(model, FlowGAN) and model.critic is None
@@ -158,6 +193,13 @@ def test_psgn_baseline_regresses_a_fixed_set() -> None:
     images, points, target = _batch()
     terms = model.generator_terms(images, points, target)
     assert terms["loss"].shape == (3,)
+    # Its loss is a Chamfer distance already: the Chamfer term does not apply.
+    chamfer_config = config.with_overrides(["loss.chamfer_weight=10"])
+    chamfer_model = build_model(chamfer_config)
+    chamfer_model.load_state_dict(model.state_dict())
+    prepared = model.prepare_images(images)
+    with_term = chamfer_model.generator(prepared, points / 2, target / 2, chamfer=True)
+    assert torch.equal(with_term["loss"], model.generator(prepared, points / 2, target / 2)["loss"])
     assert model.reconstruct(images, num_points=64).shape == (3, 64, 3)
     assert model.reconstruct(images, num_points=200).shape == (3, 200, 3)
     with pytest.raises(ValueError, match="decoder='flow'"):

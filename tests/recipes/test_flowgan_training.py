@@ -180,6 +180,27 @@ def test_critic_waits_for_its_warm_up(out: Path) -> None:
     assert trainer.critic_active() and "critic_loss" in trainer.train_step(batch)
 
 
+def test_chamfer_term_waits_for_its_warm_up(out: Path) -> None:
+    overrides = ("loss.chamfer_weight=10", "train.chamfer_warmup_epochs=1")
+    trainer = Trainer(
+        _config("model.adversarial=false", *overrides), out, ToyShapes(), progress=False
+    )
+    batch = next(iter(trainer.loader))
+    assert not trainer.chamfer_active() and "chamfer" not in trainer.train_step(batch)
+    trainer.state.epoch = 1
+    assert trainer.chamfer_active()
+    values = trainer.train_step(batch)
+    assert values["chamfer"] > 0
+    # The logged loss is the likelihood's plus the weighted term, over 32 target points.
+    likelihood = values["nll_points"] + 0.1 * values["nll_latent"] - 0.1 * values["entropy"]
+    expected = likelihood + 10 * 32 * values["chamfer"]
+    assert values["total_loss"] == pytest.approx(expected, rel=1e-4)
+    unweighted = Trainer(
+        _config("loss.chamfer_weight=0"), out / "zero", ToyShapes(), progress=False
+    )
+    assert not unweighted.chamfer_active()
+
+
 def test_bfloat16_mixed_precision_step(out: Path) -> None:
     trainer = Trainer(_config("train.mixed_precision=true"), out, ToyShapes(), progress=False)
     values = trainer.train_step(next(iter(trainer.loader)))

@@ -44,6 +44,7 @@ from pcflow.recipes.flowgan.model import FlowGAN, PSGNBaseline, build_model
 from pcflow.recipes.flowgan.networks import FlowGANGenerator, PSGNGenerator
 from pcflow.recipes.flowgan.objective import (
     adversarial_gradient_share,
+    chamfer_term,
     critic_objective,
     generator_objective,
     likelihood_loss,
@@ -80,6 +81,7 @@ __all__ = [
     "build_dataset",
     "build_model",
     "capture_rng_state",
+    "chamfer_term",
     "check_rgb_images",
     "comparison_table",
     "critic_objective",

@@ -9,7 +9,7 @@ from pcflow.encoders.latent import DiagonalGaussian
 from pcflow.flows import dpf_flow
 from pcflow.losses import chamfer_distance
 from pcflow.recipes.flowgan.config import FlowGANConfig
-from pcflow.recipes.flowgan.objective import likelihood_loss
+from pcflow.recipes.flowgan.objective import chamfer_term, likelihood_loss
 
 __all__ = ["FlowGANGenerator", "PSGNGenerator"]
 
@@ -24,7 +24,8 @@ class FlowGANGenerator(nn.Module):
 
     ``forward`` returns the per-shape terms of the loss (on clouds divided by
     ``config.model.cloud_scale``) and, when asked, clouds sampled from the image-conditioned
-    latent through the flow, differentiably, for the critic.
+    latent through the flow, differentiably: for the critic, and for the Chamfer term
+    (``loss.chamfer_weight``).
 
     Arguments:
         config: The run's configuration (its ``model`` and ``loss`` sections are used).
@@ -65,7 +66,12 @@ class FlowGANGenerator(nn.Module):
         return self.image_head(self.image_encoder(images))
 
     def forward(
-        self, images: Tensor, points: Tensor, points_target: Tensor, num_fake_points: int = 0
+        self,
+        images: Tensor,
+        points: Tensor,
+        points_target: Tensor,
+        num_fake_points: int = 0,
+        chamfer: bool = False,
     ) -> dict[str, Tensor]:
         """Compute the per-shape loss terms (and, optionally, generated clouds).
 
@@ -78,11 +84,16 @@ class FlowGANGenerator(nn.Module):
                 image-conditioned latent (its mean, or ``z ~ p(z | image)`` reparameterised,
                 as ``loss.adversarial_latent`` says), keeping the graph so that a critic's
                 gradient reaches the flow and the image encoder.
+            chamfer: Add the Chamfer term (`chamfer_term`): sample ``M`` points (as many as
+                ``points_target`` holds) at the image Gaussian's mean, the latent of inference,
+                and compare them with ``points_target``; its gradient reaches the flow and the
+                image encoder. Nothing is added while ``loss.chamfer_weight`` is 0.
 
         Returns:
             A dict of ``(B,)`` tensors: ``"nll_points"`` (summed over points and coordinates,
             constant included), ``"nll_latent"`` (``-log p(z | image)`` at the posterior
-            sample), ``"entropy"`` (of ``q(z | points)``), ``"loss"`` (their weighted sum, see
+            sample), ``"entropy"`` (of ``q(z | points)``), ``"chamfer"`` (the Chamfer distance
+            of the image's cloud, when asked), ``"loss"`` (their weighted sum, see
             `LossConfig`), and ``"fake"`` ``(B, num_fake_points, 3)`` when asked.
         """
         weights = self.config.loss
@@ -99,6 +110,10 @@ class FlowGANGenerator(nn.Module):
             "nll_latent": nll_latent,
             "entropy": entropy,
         }
+        if chamfer and weights.chamfer_weight > 0:
+            cloud = self.flow.sample(points_target.shape[1], context=image_distribution.mean)
+            terms["chamfer"], _ = chamfer_distance(cloud, points_target, batch_reduction=None)
+            terms["loss"] = loss + chamfer_term(terms["chamfer"], points_target.shape[1], weights)
         if num_fake_points > 0:
             if weights.adversarial_latent == "mean":
                 z_image = image_distribution.mean
@@ -142,9 +157,15 @@ class PSGNGenerator(nn.Module):
         return self.head(self.image_encoder(images)).unflatten(-1, (self.num_points, 3))
 
     def forward(
-        self, images: Tensor, points: Tensor, points_target: Tensor, num_fake_points: int = 0
+        self,
+        images: Tensor,
+        points: Tensor,
+        points_target: Tensor,
+        num_fake_points: int = 0,
+        chamfer: bool = False,
     ) -> dict[str, Tensor]:
-        """Per-shape Chamfer loss ``{"loss": (B,), "chamfer": (B,)}`` against ``points_target``."""
-        del points, num_fake_points  # the baseline sees only the image
+        """Per-shape Chamfer loss ``{"loss": (B,), "chamfer": (B,)}`` against ``points_target``
+        (its only loss, whatever ``chamfer`` and ``loss.chamfer_weight`` say)."""
+        del points, num_fake_points, chamfer  # the baseline sees only the image
         chamfer, _ = chamfer_distance(self.predict(images), points_target, batch_reduction=None)
         return {"loss": chamfer, "chamfer": chamfer}

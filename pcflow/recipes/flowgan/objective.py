@@ -21,6 +21,7 @@ from pcflow.recipes.flowgan.config import LossConfig
 
 __all__ = [
     "adversarial_gradient_share",
+    "chamfer_term",
     "critic_objective",
     "frozen",
     "generator_objective",
@@ -51,6 +52,27 @@ def likelihood_loss(
     )
 
 
+def chamfer_term(chamfer: Tensor, num_points: int, weights: LossConfig) -> Tensor:
+    """The Chamfer term added to a shape's loss: the cloud ``G_mean(I)`` that the flow samples
+    at the image Gaussian's mean (the latent of inference), against the target ``X'``::
+
+        L_CD = w_chamfer * M * CD(G_mean(I), X')
+
+    ``CD`` is `pcflow.losses.chamfer_distance`'s (means of squared distances, both directions
+    added) on training-scale clouds; times the ``M`` target points it is a sum over points, as
+    the points' NLL is, so ``w_chamfer`` weighs the two per point.
+
+    Arguments:
+        chamfer: ``CD(G_mean(I), X')``, ``(B,)``.
+        num_points: ``M``, the points of ``X'``.
+        weights: The loss weights.
+
+    Returns:
+        ``(B,)``.
+    """
+    return weights.chamfer_weight * num_points * chamfer
+
+
 def generator_objective(
     terms: dict[str, Tensor],
     images: Tensor,
@@ -62,11 +84,12 @@ def generator_objective(
     """The generator's loss: the batch mean of `likelihood_loss` plus, once the critic is on,
     the adversarial term: the critic, `frozen`, scores the generated clouds::
 
-        L_G = mean_B L_VAE + w_adversarial * L_GAN^G(D(I, G(I)))
+        L_G = mean_B (L_VAE [+ L_CD]) + w_adversarial * L_GAN^G(D(I, G(I)))
 
     Arguments:
-        terms: The generator's output: ``"loss"`` ``(B,)`` (`likelihood_loss`, or the PSGN
-            baseline's Chamfer distance) and, when sampled, ``"fake"`` ``(B, N, 3)``, ``G(I)``.
+        terms: The generator's output: ``"loss"`` ``(B,)`` (`likelihood_loss`, plus
+            `chamfer_term` when it applies, or the PSGN baseline's Chamfer distance) and, when
+            sampled, ``"fake"`` ``(B, N, 3)``, ``G(I)``.
         images: Prepared images ``(B, C, S, S)``.
         critic: ``D``; ``None`` before the critic starts (or without one).
         weights: The loss weights and ``gan_kind``.

@@ -136,7 +136,8 @@ class LossConfig:
 
     The per-shape generator loss is ``points_weight * NLL(points | z) + prior_weight *
     NLL(z | image) - entropy_weight * H(q(z | points))`` with ``z`` drawn from the PointNet
-    posterior, plus ``adversarial_weight`` times the GAN generator loss once the critic is on.
+    posterior, plus ``adversarial_weight`` times the GAN generator loss once the critic is on,
+    plus, once it starts, ``chamfer_weight`` times the Chamfer term (`chamfer_term`).
 
     Arguments:
         points_weight: Weight of the points' negative log-likelihood (paper: 1.0).
@@ -158,6 +159,13 @@ class LossConfig:
         gan_kind: ``"lsgan"`` (paper), ``"nonsaturating"``, ``"hinge"`` or ``"wasserstein"``.
         gradient_penalty_weight: WGAN-GP penalty weight in the critic loss (0: none).
         r1_weight: R1 penalty weight on real clouds in the critic loss (0: none).
+        chamfer_weight: Weight of the Chamfer term, from epoch ``train.chamfer_warmup_epochs``
+            on: the cloud the flow samples at the image Gaussian's mean (the latent of
+            inference) against the target cloud, summed over the target's points like the
+            points' NLL (`chamfer_term`), its gradient reaching the flow and the image encoder.
+            Not in the paper (0 there and in the quick preset); the standard preset's 100 for
+            its last four epochs lowered validation CD (``experiments.md``). The PSGN-style
+            baseline ignores it: its only loss is a Chamfer distance.
     """
 
     points_weight: float = 1.0
@@ -169,6 +177,7 @@ class LossConfig:
     gan_kind: GanKind = "lsgan"
     gradient_penalty_weight: float = 0.0
     r1_weight: float = 0.0
+    chamfer_weight: float = 0.0
 
 
 @dataclass
@@ -207,6 +216,7 @@ class TrainConfig:
         batch_size: Shapes per step and process.
         critic_warmup_epochs: Epochs of likelihood-only training before the critic starts
             (paper: 5).
+        chamfer_warmup_epochs: Epochs before the Chamfer term (``loss.chamfer_weight``) starts.
         mixed_precision: Autocast the forward passes (bfloat16 on CPU, float16 with a gradient
             scaler on CUDA).
         max_consecutive_nonfinite: Steps with a non-finite loss or gradient are skipped and
@@ -226,6 +236,7 @@ class TrainConfig:
     epochs: int = 9
     batch_size: int = 8
     critic_warmup_epochs: int = 8
+    chamfer_warmup_epochs: int = 0
     mixed_precision: bool = False
     max_consecutive_nonfinite: int = 20
     checkpoint_every: int = 100

@@ -127,6 +127,13 @@ class Trainer:
         """Whether the critic trains (and the adversarial term applies) in the current epoch."""
         return self.critic_on and self.state.epoch >= self.config.train.critic_warmup_epochs
 
+    def chamfer_active(self) -> bool:
+        """Whether the Chamfer term (``loss.chamfer_weight``) applies in the current epoch."""
+        return (
+            self.config.loss.chamfer_weight > 0
+            and self.state.epoch >= self.config.train.chamfer_warmup_epochs
+        )
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.config.train.mixed_precision:
             return contextlib.nullcontext()
@@ -154,7 +161,10 @@ class Trainer:
         self.model.train()
         self.generator_update.zero_grad()
         with self._autocast():
-            terms = self.generator(images, points, target, target.shape[1] if adversarial else 0)
+            terms = self.generator(
+                images, points, target, target.shape[1] if adversarial else 0,
+                chamfer=self.chamfer_active(),
+            )  # fmt: skip
         logged = {k: v.detach().float().mean() for k, v in terms.items() if k != "fake"}
         logged["nll_per_point"] = logged.get("nll_points", torch.zeros(())) / target.shape[1]
         critic_ok = True

@@ -104,8 +104,10 @@ _NON_NEGATIVE = (
     "loss.adversarial_weight",
     "loss.gradient_penalty_weight",
     "loss.r1_weight",
+    "loss.chamfer_weight",
     "optim.weight_decay",
     "train.critic_warmup_epochs",
+    "train.chamfer_warmup_epochs",
     "train.num_pictures",
 )
 
