@@ -122,7 +122,7 @@ def adversarial_gradient_share(
 
     Arguments:
         flow: The point flow ``p(X | z)``.
-        likelihood: The scalar ``mean_B L_VAE``.
+        likelihood: The scalar ``mean_B L_VAE`` (with the Chamfer term when it applies).
         adversarial: The scalar ``w_adversarial * L_GAN^G``.
 
     Returns:
