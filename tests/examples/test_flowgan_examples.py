@@ -478,3 +478,40 @@ def test_sampling_grid_rejects_bad_settings(capsys: pytest.CaptureFixture) -> No
         assert "--trim values must be in [0, 1) and --spread values 1 or more" in (
             capsys.readouterr().err
         )
+
+
+def test_chamfer_directions_against_brute_force(data_root: Path) -> None:
+    from pcflow.recipes.flowgan import FlowGANConfig, build_dataset
+
+    directions = _example("chamfer_directions")
+    config = FlowGANConfig.preset("tiny").with_overrides(
+        [f"data.root={data_root}", "data.options.num_workers=0", "data.num_points=64"]
+    )
+    dataset = build_dataset(config, "val", evaluation=True, progress=False)
+
+    def predict(batch: dict, n: int) -> torch.Tensor:
+        # Shrunk toward the centre, and a quarter of the points pushed off: the two directions
+        # differ, and neither is zero.
+        cloud = 0.8 * batch["points"][:, :n].clone()
+        cloud[:, : n // 4] += 0.3
+        return cloud
+
+    table = directions.chamfer_directions(predict, dataset, 64, batch_size=3)
+    assert sorted(table) == ["mean", "mug", "table"]
+    by_category: dict[str, list[tuple[float, float]]] = {}
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        truth = sample["points"].double()
+        pred = predict({"points": sample["points"][None]}, 64)[0].double()
+        d = torch.cdist(pred, truth) ** 2
+        pair = (float(d.min(1).values.mean()), float(d.min(0).values.mean()))
+        by_category.setdefault(sample["category_name"], []).append(pair)
+    for name, pairs in by_category.items():
+        expected = np.mean(pairs, axis=0)
+        assert table[name]["accuracy"] == pytest.approx(expected[0], rel=1e-5)
+        assert table[name]["completeness"] == pytest.approx(expected[1], rel=1e-5)
+        assert table[name]["accuracy"] > 1.2 * table[name]["completeness"]
+    mean = np.mean([table[name]["accuracy"] for name in by_category])
+    assert table["mean"]["accuracy"] == pytest.approx(mean)
+    with pytest.raises(ValueError, match=r"predict returned clouds of shape \(3, 32, 3\)"):
+        directions.chamfer_directions(lambda batch, n: batch["points"][:, :32], dataset, 64, 3)
