@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,9 +32,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from pcflow.losses import chamfer_distance
-from pcflow.recipes.flowgan import build_dataset, load_model, sample_categories
+from pcflow.recipes.flowgan import build_dataset, check_prediction, load_model
+from pcflow.recipes.flowgan.evaluation import Predictor
 
-Predictor = Callable[[dict, int], Tensor]
+DIRECTIONS = ("accuracy", "completeness")
 
 
 def chamfer_directions(
@@ -48,32 +49,30 @@ def chamfer_directions(
         dataset: An evaluation split whose ``"points"`` hold ``num_points`` points.
         num_points: Points per predicted cloud.
         batch_size: Samples per call of ``predict``.
+
+    Raises:
+        ValueError: If the dataset is empty, or a prediction fails `check_prediction`.
     """
-    categories = sample_categories(dataset)
-    sums: dict[str, list[float]] = {}
-    start = 0
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError("the evaluation dataset is empty")
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    one_way = {"batch_reduction": None, "single_directional": True}
     for batch in DataLoader(dataset, batch_size=batch_size):  # type: ignore[arg-type]
-        truth = batch["points"]
+        truth, names = batch["points"], batch["category_name"]
         pred = predict(batch, num_points)
-        if pred.shape != truth.shape:
-            raise ValueError(
-                f"predict returned clouds of shape {tuple(pred.shape)}, expected "
-                f"{tuple(truth.shape)}"
-            )
-        one_way = {"batch_reduction": None, "single_directional": True}
+        check_prediction(pred, truth, names, num_points)
         accuracy = chamfer_distance(pred, truth, **one_way)[0]
         completeness = chamfer_distance(truth, pred, **one_way)[0]
-        for offset, (a, c) in enumerate(zip(accuracy.tolist(), completeness.tolist())):
-            entry = sums.setdefault(categories[start + offset], [0.0, 0.0, 0.0])
-            entry[0], entry[1], entry[2] = entry[0] + a, entry[1] + c, entry[2] + 1
-        start += len(truth)
+        for name, a, c in zip(names, accuracy.tolist(), completeness.tolist()):
+            sums[name]["accuracy"] += a
+            sums[name]["completeness"] += c
+            sums[name]["count"] += 1
     table = {
-        name: {"accuracy": a / n, "completeness": c / n} for name, (a, c, n) in sorted(sums.items())
+        name: {key: values[key] / values["count"] for key in DIRECTIONS}
+        for name, values in sorted(sums.items())
     }
-    table["mean"] = {
-        key: sum(row[key] for row in table.values()) / len(table)
-        for key in ("accuracy", "completeness")
-    }
+    count = len(table)
+    table["mean"] = {key: sum(row[key] for row in table.values()) / count for key in DIRECTIONS}
     return table
 
 

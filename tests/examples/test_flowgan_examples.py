@@ -513,5 +513,10 @@ def test_chamfer_directions_against_brute_force(data_root: Path) -> None:
         assert table[name]["accuracy"] > 1.2 * table[name]["completeness"]
     mean = np.mean([table[name]["accuracy"] for name in by_category])
     assert table["mean"]["accuracy"] == pytest.approx(mean)
-    with pytest.raises(ValueError, match=r"predict returned clouds of shape \(3, 32, 3\)"):
+    with pytest.raises(ValueError, match=r"predict returned shape \(3, 32, 3\), expected"):
         directions.chamfer_directions(lambda batch, n: batch["points"][:, :32], dataset, 64, 3)
+    with pytest.raises(ValueError, match="holding NaN or infinite points"):
+        nan = float("nan")
+        directions.chamfer_directions(lambda b, n: b["points"].clone().fill_(nan), dataset, 64, 3)
+    with pytest.raises(ValueError, match="the evaluation dataset is empty"):
+        directions.chamfer_directions(predict, torch.utils.data.Subset(dataset, []), 64)

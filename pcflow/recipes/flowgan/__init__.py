@@ -35,6 +35,7 @@ from pcflow.recipes.flowgan.data import ResumableSampler, SeededSamples, build_d
 from pcflow.recipes.flowgan.diagnosis import Diagnosis, diagnose_reconstruction
 from pcflow.recipes.flowgan.evaluation import (
     MeanCloudBaseline,
+    check_prediction,
     evaluate_reconstruction,
     sample_categories,
     select_per_category,
@@ -82,6 +83,7 @@ __all__ = [
     "build_model",
     "capture_rng_state",
     "chamfer_term",
+    "check_prediction",
     "check_rgb_images",
     "comparison_table",
     "critic_objective",

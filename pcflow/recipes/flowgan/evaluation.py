@@ -20,6 +20,7 @@ from pcflow.recipes.flowgan.tables import METRICS, EvaluationResult
 
 __all__ = [
     "MeanCloudBaseline",
+    "check_prediction",
     "evaluate_reconstruction",
     "sample_categories",
     "select_per_category",
@@ -99,7 +100,7 @@ def evaluate_reconstruction(
     for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
         truth = batch["points"].to(device)
         pred = predict(batch, config.num_points).to(device=device, dtype=truth.dtype)
-        _check_prediction(pred, truth, batch["category_name"], config.num_points)
+        check_prediction(pred, truth, batch["category_name"], config.num_points)
         chamfer, _ = chamfer_distance(pred, truth, batch_reduction=None)
         emd = earth_movers_distance(pred, truth, method=config.emd_method)
         fscore = f_score(pred, truth, threshold=config.fscore_threshold, squared=True).f_score
@@ -111,7 +112,19 @@ def evaluate_reconstruction(
     return _result(sums, config, split)
 
 
-def _check_prediction(pred: Tensor, truth: Tensor, names: Sequence[str], num_points: int) -> None:
+def check_prediction(pred: Tensor, truth: Tensor, names: Sequence[str], num_points: int) -> None:
+    """Check a batch's predicted clouds against its true ones before they are scored.
+
+    Arguments:
+        pred: Predicted clouds, ``(B, num_points, 3)``.
+        truth: The batch's true clouds, ``(B, N, 3)``.
+        names: The batch's category names, ``B`` of them (named in the error for NaN clouds).
+        num_points: Points per cloud the evaluation asks for.
+
+    Raises:
+        ValueError: If ``truth`` does not hold ``num_points`` points, ``pred``'s shape differs
+            from ``truth``'s, or a predicted cloud holds NaN or infinite points.
+    """
     if truth.shape[1] != num_points:
         raise ValueError(
             f"the evaluation data holds {truth.shape[1]} points per shape but "
