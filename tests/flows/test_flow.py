@@ -116,7 +116,12 @@ def test_chunking_from_memory_budget_gives_same_values():
     whole = make_flow(memory_budget=2**40)
     z = torch.randn(2, 5, dtype=torch.float64)
     points = torch.randn(2, 300, 3, dtype=torch.float64)
-    assert 1 <= flow.chunk_size(2, torch.float64) < 300
+    # A few points per chunk, so the 300 points take several passes; a chunk holds at least
+    # twice the points for half the shapes or half the bytes per float.
+    chunk = flow.chunk_size(2, torch.float64)
+    assert 1 < chunk < 300
+    assert flow.chunk_size(1, torch.float64) >= 2 * chunk
+    assert flow.chunk_size(2, torch.float32) >= 2 * chunk
     passes, run = [], flow._run
 
     def counted(inputs, *args, **kwargs):
@@ -127,7 +132,6 @@ def test_chunking_from_memory_budget_gives_same_values():
     with torch.no_grad():
         flow.log_prob(points, z)
     del flow._run
-    chunk = flow.chunk_size(2, torch.float64)
     assert len(passes) == math.ceil(300 / chunk) > 1 and sum(passes) == 300
     assert max(passes) == chunk
     with torch.no_grad():
