@@ -164,8 +164,9 @@ class LossConfig:
             inference) against the target cloud, summed over the target's points like the
             points' NLL (`chamfer_term`), its gradient reaching the flow and the image encoder.
             Not in the paper (0 there and in the quick preset). The standard preset uses 10
-            for its last eight epochs, chosen on validation among weights 0 to 300 (CD -3%,
-            EMD +5% against the same run without it; ``examples/flowgan/experiments.md``). The
+            for its last eight epochs, chosen on validation among weights 0 to 300 (in the
+            18-epoch screen, CD -3% and EMD +5% against the same run without it;
+            ``examples/flowgan/experiments.md``). The
             PSGN-style baseline ignores it: its only loss is a Chamfer distance.
     """
 
