@@ -519,3 +519,44 @@ def test_adam_runs_fused_on_the_cpu(out: Path) -> None:
         loop.step()
     for w, t in zip(weights, twins):
         torch.testing.assert_close(w, t, rtol=1e-5, atol=1e-6)
+
+
+def test_late_num_points_densify_the_training_clouds_from_their_epoch(
+    out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config("data.late_num_points=48", "data.late_from_epoch=1")
+    seen: list[int] = []
+    original = Trainer.train_step
+
+    def counting(self: Trainer, batch: dict) -> dict[str, float]:
+        seen.append(batch["points_target"].shape[1])
+        assert batch["points"].shape[1] == seen[-1]
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", counting)
+    data = ToyShapes()  # 16 shapes, batch 4: 4 steps per epoch
+    Trainer(config, out / "whole", data, progress=False).fit()
+    assert seen == [32] * 4 + [48] * 4
+    # Killed in the dense epoch and resumed: the resumed steps are dense too.
+    seen.clear()
+    data = ToyShapes()
+    Trainer(config, out / "resumed", data, progress=False).fit(max_steps=5)
+    data.num_points = 32  # a fresh process's dataset, as built from data.num_points
+    Trainer(config, out / "resumed", data, resume=True, progress=False).fit()
+    assert seen == [32] * 4 + [48] * 4
+
+
+def test_late_num_points_are_checked(out: Path) -> None:
+    with pytest.raises(ValueError, match=r"data\.late_num_points"):
+        _config("data.late_num_points=0")
+    with pytest.raises(ValueError, match=r"data\.late_from_epoch"):
+        _config("data.late_num_points=48", "data.late_from_epoch=-1")
+
+    class NoCount(ToyShapes):
+        def __getattribute__(self, name: str) -> object:
+            if name == "num_points":
+                raise AttributeError(name)
+            return super().__getattribute__(name)
+
+    with pytest.raises(ValueError, match=r"num_points attribute.*NoCount"):
+        Trainer(_config("data.late_num_points=48"), out, NoCount(), progress=False)

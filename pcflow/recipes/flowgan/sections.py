@@ -54,6 +54,10 @@ class DataConfig:
         categories: Category names to train and evaluate on; ``None`` for all.
         num_points: Points per training cloud (the encoder's input and, separately sampled,
             the likelihood target). The paper uses 2,500.
+        late_num_points: Points per training cloud from epoch ``late_from_epoch`` on (denser
+            clouds for the last epochs, where a step costs more per point); ``None`` keeps
+            ``num_points`` throughout. Validation during training keeps ``num_points``.
+        late_from_epoch: Epochs at ``num_points`` before ``late_num_points`` applies.
         num_workers: DataLoader worker processes (0: load in the training process).
         synthetic: Fields of `pcflow.data.SyntheticConfig` (categories, objects per category,
             views, image size, ...) for the built-in dataset; empty for its defaults.
@@ -64,9 +68,16 @@ class DataConfig:
     root: str = ".pcflow_cache/synthetic"
     categories: list[str] | None = None
     num_points: int = 512
+    late_num_points: int | None = None
+    late_from_epoch: int = 0
     num_workers: int = 0
     synthetic: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+
+    def num_points_at(self, epoch: int) -> int:
+        """Points per training cloud in epoch ``epoch`` (0-based: epochs already trained)."""
+        late = self.late_num_points is not None and epoch >= self.late_from_epoch
+        return self.late_num_points if late else self.num_points
 
 
 @dataclass

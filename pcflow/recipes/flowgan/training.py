@@ -111,6 +111,11 @@ class Trainer:
                 f"the training set ({len(train_set)} samples over {self.world_size} processes) "
                 f"is smaller than one batch of {config.train.batch_size}"
             )
+        if config.data.late_num_points is not None and not hasattr(train_set, "num_points"):
+            raise ValueError(
+                "data.late_num_points needs a training set with a num_points attribute; got "
+                f"{type(train_set).__name__}"
+            )
         self._log_file: RunLog | None = None
         self.validation = None
         if val_set is not None:
@@ -257,6 +262,8 @@ class Trainer:
     def _train_epoch(self, max_steps: int | None) -> bool:
         """Train on the rest of the current epoch; ``False`` if stopped at ``max_steps``."""
         config, state = self.config.train, self.state
+        if self.config.data.late_num_points is not None:  # before the workers copy the set
+            self.train_set.num_points = self.config.data.num_points_at(state.epoch)
         self.sampler.set_epoch(state.epoch)
         self.sampler.set_start(state.step_in_epoch * config.batch_size)
         total = len(self.loader) + state.step_in_epoch

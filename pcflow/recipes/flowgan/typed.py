@@ -69,6 +69,7 @@ def _expanded_size(
 
 _POSITIVE = (
     "data.num_points",
+    "data.late_num_points",
     "model.latent_features",
     "model.num_layers",
     "model.hidden_features",
@@ -98,6 +99,7 @@ _POSITIVE = (
 )
 _NON_NEGATIVE = (
     "data.num_workers",
+    "data.late_from_epoch",
     "loss.points_weight",
     "loss.prior_weight",
     "loss.entropy_weight",
