@@ -473,11 +473,42 @@ def test_sampling_arguments_default_to_the_checkpoints_settings() -> None:
 
 def test_sampling_grid_rejects_bad_settings(capsys: pytest.CaptureFixture) -> None:
     grid = _example("sampling_grid")
-    for bad in (["--trim", "0", "1"], ["--spread", "0"]):
+    for bad in (["--trim", "0", "1"], ["--spread", "0"], ["--temperature", "0"]):
         assert grid.main(["--checkpoint", "missing.pt", "--out", "x.json", *bad]) == 2
-        assert "--trim values must be in [0, 1) and --spread values 1 or more" in (
+        assert "--trim values must be in [0, 1), --spread values 1 or more" in (
             capsys.readouterr().err
         )
+
+
+def test_sampling_grid_scores_what_reconstruct_samples(data_root: Path) -> None:
+    from pcflow.recipes.flowgan import FlowGAN, FlowGANConfig, build_dataset
+    from pcflow.recipes.flowgan import evaluate_reconstruction as evaluate
+
+    grid = _example("sampling_grid")
+    config = FlowGANConfig.preset("tiny").with_overrides(
+        [f"data.root={data_root}", "data.options.num_workers=0"]
+    )
+    torch.manual_seed(0)
+    model = FlowGAN(config).eval()
+    dataset = build_dataset(config, "val", evaluation=True, progress=False)
+    single = {}
+    for temperature in (1.0, 0.7):
+        got = single[temperature] = grid.sampling_grid(
+            model, dataset, [temperature], [0.0], [1], seed=3
+        )
+        assert list(got) == [f"T{temperature}-q0-s1"]
+        torch.manual_seed(3)
+        expected = evaluate(
+            lambda batch, n, t=temperature: model.reconstruct(batch["image"], n, temperature=t),
+            dataset, config.eval, split="val",
+        )  # fmt: skip
+        assert got[f"T{temperature}-q0-s1"]["mean"] == expected.to_dict()["mean"]
+    # Two temperatures in one grid: the first one's draws are those a grid of it alone makes,
+    # and the second draws its own.
+    both = grid.sampling_grid(model, dataset, [1.0, 0.5], [0.0], [1], seed=3)
+    assert list(both) == ["T1.0-q0-s1", "T0.5-q0-s1"]
+    assert both["T1.0-q0-s1"]["mean"] == single[1.0]["T1.0-q0-s1"]["mean"]
+    assert both["T0.5-q0-s1"]["mean"] != both["T1.0-q0-s1"]["mean"]
 
 
 def test_chamfer_directions_against_brute_force(data_root: Path) -> None:
