@@ -1,14 +1,12 @@
-"""Score a FlowGAN checkpoint's sampling settings (temperature x trim x spread) on one split, from
-shared draws.
+"""Score a FlowGAN checkpoint's sampling settings (temperature, trim, spread) from shared draws.
 
 Each shape's draws are made once per temperature, as many as the most demanding setting needs,
 with each draw's log-density under the model; a setting (trim q, spread s) then takes the first
-``ceil(s * n / (1 - q))``
-draws (independent draws, so a prefix is a sample of that size), keeps the ``s * n`` densest
-and thins them to ``n`` by farthest point sampling: what `ConditionalPointFlow.sample` does,
-without drawing again for every setting. Use it on the validation split to choose
-``eval.temperature``, ``eval.trim`` and ``eval.spread``; report the chosen setting with
-``evaluate.py``.
+``ceil(s * n / (1 - q))`` draws (independent draws, so a prefix is a sample of that size), keeps
+the ``s * n`` densest and thins them to ``n`` by farthest point sampling: what
+`ConditionalPointFlow.sample` does, without drawing again for every setting. Use it on the
+validation split to choose ``eval.temperature``, ``eval.trim`` and ``eval.spread``; report the
+chosen setting with ``evaluate.py``.
 
 Usage::
 
