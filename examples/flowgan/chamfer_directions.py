@@ -27,12 +27,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from common import add_sampling_arguments, command_line_program, sampling_settings
+from common import (
+    add_sampling_arguments,
+    command_line_program,
+    evaluation_dataset,
+    sampling_settings,
+)
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from pcflow.losses import chamfer_distance
-from pcflow.recipes.flowgan import build_dataset, check_prediction, load_model
+from pcflow.recipes.flowgan import check_prediction, load_model
 from pcflow.recipes.flowgan.evaluation import Predictor
 
 DIRECTIONS = ("accuracy", "completeness")
@@ -90,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     config = model.config
     settings = sampling_settings(args, config.eval)
     num_points = config.eval.num_points
-    data = config.with_overrides([f"data.num_points={num_points}"])
-    dataset = build_dataset(data, args.split, evaluation=True, progress=False)
+    dataset = evaluation_dataset(config, args.split, num_points)
     is_flow = config.model.decoder == "flow"
     if args.bound and not is_flow:
         raise ValueError("--bound needs a FlowGAN checkpoint; this one is PSGN-style")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 from PIL.Image import DecompressionBombError
+from torch.utils.data import Dataset
 
-from pcflow.recipes.flowgan import PRESETS, EvalConfig, FlowGANConfig
+from pcflow.recipes.flowgan import PRESETS, EvalConfig, FlowGANConfig, build_dataset
 from pcflow.utils import CheckpointError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "check_output_folder",
     "check_sampling_arguments",
     "command_line_program",
+    "evaluation_dataset",
     "resolve_config",
     "sampling_settings",
     "user_errors",
@@ -143,6 +145,15 @@ def sampling_settings(args: argparse.Namespace, defaults: EvalConfig) -> dict[st
     trim = defaults.trim if args.trim is None else args.trim
     spread = defaults.spread if args.spread is None else args.spread
     return {"temperature": temperature, "trim": trim, "spread": spread}
+
+
+def evaluation_dataset(
+    config: FlowGANConfig, split: str, num_points: int, *, progress: bool = False
+) -> Dataset:
+    """``split`` of ``config``'s data with ``num_points`` points per true cloud, drawn from a
+    fixed seed so that evaluations repeat (`build_dataset` with ``evaluation=True``)."""
+    data = config.with_overrides([f"data.num_points={num_points}"])
+    return build_dataset(data, split, evaluation=True, progress=progress)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
+from common import evaluation_dataset
 
 from pcflow.losses import chamfer_distance
 from pcflow.metrics import f_score
 from pcflow.recipes.flowgan import (
     FlowGANConfig,
-    build_dataset,
     sample_categories,
     select_per_category,
 )
@@ -31,8 +34,7 @@ def sampling_floor(
     config: FlowGANConfig, split: str, num_points: int, per_category: int | None
 ) -> dict[str, tuple[float, float]]:
     """``{category: (CD, F-score)}`` between two independent samples of each true surface."""
-    data = config.with_overrides([f"data.num_points={num_points}"])
-    dataset = build_dataset(data, split, evaluation=True, progress=False)
+    dataset = evaluation_dataset(config, split, num_points)
     categories = sample_categories(dataset)
     values: dict[str, list[tuple[float, float]]] = {}
     for index in select_per_category(dataset, per_category):

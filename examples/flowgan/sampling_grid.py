@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import torch
+from common import check_sampling_arguments, evaluation_dataset
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from pcflow.flows import num_draws, select_draws
-from pcflow.recipes.flowgan import FlowGAN, build_dataset, evaluate_reconstruction, load_model
+from pcflow.recipes.flowgan import FlowGAN, evaluate_reconstruction, load_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,20 +115,16 @@ def sampling_grid(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if (
-        any(not 0 <= q < 1 for q in args.trim)
-        or any(s < 1 for s in args.spread)
-        or any(not 0 < t < float("inf") for t in args.temperature)
-    ):
-        message = (
-            "--trim values must be in [0, 1), --spread values 1 or more and --temperature "
-            "values positive"
-        )
-        print(f"error: {message}", file=sys.stderr)
+    values = itertools.zip_longest(args.temperature, args.trim, args.spread)
+    try:  # every value of each list, by the ranges the other programs check
+        for temperature, trim, spread in values:
+            settings = {"temperature": temperature, "trim": trim, "spread": spread}
+            check_sampling_arguments(argparse.Namespace(**settings))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     model = load_model(args.checkpoint)
-    data_config = model.config.with_overrides([f"data.num_points={model.config.eval.num_points}"])
-    dataset = build_dataset(data_config, args.split, evaluation=True, progress=False)
+    dataset = evaluation_dataset(model.config, args.split, model.config.eval.num_points)
     results = sampling_grid(
         model, dataset, args.temperature, args.trim, args.spread, split=args.split,
         seed=args.seed, progress=not args.no_progress, report=True,

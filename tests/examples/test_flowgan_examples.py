@@ -473,11 +473,14 @@ def test_sampling_arguments_default_to_the_checkpoints_settings() -> None:
 
 def test_sampling_grid_rejects_bad_settings(capsys: pytest.CaptureFixture) -> None:
     grid = _example("sampling_grid")
-    for bad in (["--trim", "0", "1"], ["--spread", "0"], ["--temperature", "0"]):
+    cases = {
+        ("--trim", "0", "1"): "error: --trim must be a number in [0, 1), got 1.0",
+        ("--spread", "1", "0"): "error: --spread must be 1 or more, got 0",
+        ("--temperature", "1", "0"): "error: --temperature must be a positive number, got 0.0",
+    }
+    for bad, message in cases.items():
         assert grid.main(["--checkpoint", "missing.pt", "--out", "x.json", *bad]) == 2
-        assert "--trim values must be in [0, 1), --spread values 1 or more" in (
-            capsys.readouterr().err
-        )
+        assert capsys.readouterr().err.strip() == message
 
 
 def test_sampling_grid_scores_what_reconstruct_samples(data_root: Path) -> None:
