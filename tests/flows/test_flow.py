@@ -116,11 +116,14 @@ def test_chunking_from_memory_budget_gives_same_values():
     whole = make_flow(memory_budget=2**40)
     z = torch.randn(2, 5, dtype=torch.float64)
     points = torch.randn(2, 300, 3, dtype=torch.float64)
-    # A few points per chunk, so the 300 points take several passes; a chunk holds at least
-    # twice the points for half the shapes or half the bytes per float.
+    # The chunk is the budget over the bytes a point costs per shape, rounded down: twice the
+    # budget or half the shapes fit twice the points (or one more, from the rounding); half the
+    # bytes per float at least twice (float32 may also go to the fused kernel, which keeps its
+    # activations in cache and counts fewer floats a point).
     chunk = flow.chunk_size(2, torch.float64)
-    assert 1 < chunk < 300
-    assert flow.chunk_size(1, torch.float64) >= 2 * chunk
+    doubled = (2 * chunk, 2 * chunk + 1)
+    assert make_flow(memory_budget=8192).chunk_size(2, torch.float64) in doubled
+    assert flow.chunk_size(1, torch.float64) in doubled
     assert flow.chunk_size(2, torch.float32) >= 2 * chunk
     passes, run = [], flow._run
 
@@ -132,8 +135,9 @@ def test_chunking_from_memory_budget_gives_same_values():
     with torch.no_grad():
         flow.log_prob(points, z)
     del flow._run
+    # A few points per chunk, so the 300 points take several passes of at most a chunk each.
     assert len(passes) == math.ceil(300 / chunk) > 1 and sum(passes) == 300
-    assert max(passes) == chunk
+    assert max(passes) == chunk > 1
     with torch.no_grad():
         torch.testing.assert_close(flow.log_prob(points, z), whole.log_prob(points, z))
         torch.testing.assert_close(
