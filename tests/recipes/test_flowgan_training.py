@@ -546,6 +546,25 @@ def test_late_num_points_densify_the_training_clouds_from_their_epoch(
     assert seen == [32] * 4 + [48] * 4
 
 
+def test_late_num_points_keep_the_loss_balance_per_point(out: Path) -> None:
+    # 48-point clouds where data.num_points is 32: the two sums over points weigh 32/48 each.
+    overrides = ("data.late_num_points=48", "loss.chamfer_weight=10")
+    trainer = Trainer(
+        _config("model.adversarial=false", *overrides), out, ToyShapes(), progress=False
+    )
+    assert trainer.points_scale(32) == 1.0 and trainer.points_scale(48) == pytest.approx(2 / 3)
+    trainer.train_set.num_points = 48
+    batch = next(iter(trainer.loader))
+    assert batch["points_target"].shape[1] == 48
+    values = trainer.train_step(batch)
+    points = values["nll_points"] + 10 * 48 * values["chamfer"]
+    latent = 0.1 * values["nll_latent"] - 0.1 * values["entropy"]
+    assert values["total_loss"] == pytest.approx(points * 32 / 48 + latent, rel=1e-4)
+    # Without late_num_points a 48-point batch is weighed as it comes.
+    plain = Trainer(_config("model.adversarial=false"), out / "plain", ToyShapes(), progress=False)
+    assert plain.points_scale(48) == 1.0
+
+
 def test_late_num_points_are_checked(out: Path) -> None:
     with pytest.raises(ValueError, match=r"data\.late_num_points"):
         _config("data.late_num_points=0")

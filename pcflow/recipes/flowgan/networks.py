@@ -72,6 +72,7 @@ class FlowGANGenerator(nn.Module):
         points_target: Tensor,
         num_fake_points: int = 0,
         chamfer: bool = False,
+        points_scale: float = 1.0,
     ) -> dict[str, Tensor]:
         """Compute the per-shape loss terms (and, optionally, generated clouds).
 
@@ -88,6 +89,10 @@ class FlowGANGenerator(nn.Module):
                 ``points_target`` holds) at the image Gaussian's mean, the latent of inference,
                 and compare them with ``points_target``; its gradient reaches the flow and the
                 image encoder. Nothing is added while ``loss.chamfer_weight`` is 0.
+            points_scale: Factor on the two sums over the target's points in ``"loss"``: the
+                points' NLL and the Chamfer term. The trainer sets it to ``data.num_points /
+                M`` while ``data.late_num_points`` applies, so that denser clouds keep the
+                loss's balance between the points and the latent terms.
 
         Returns:
             A dict of ``(B,)`` tensors: ``"nll_points"`` (summed over points and coordinates,
@@ -103,7 +108,8 @@ class FlowGANGenerator(nn.Module):
         nll_points = -self.flow.log_prob(points_target, context=z)
         nll_latent = -image_distribution.log_prob(z)
         entropy = posterior.entropy()
-        loss = likelihood_loss(nll_points, nll_latent, entropy, weights)
+        scaled = nll_points if points_scale == 1.0 else points_scale * nll_points
+        loss = likelihood_loss(scaled, nll_latent, entropy, weights)
         terms = {
             "loss": loss,
             "nll_points": nll_points,
@@ -113,7 +119,8 @@ class FlowGANGenerator(nn.Module):
         if chamfer and weights.chamfer_weight > 0:
             cloud = self.flow.sample(points_target.shape[1], context=image_distribution.mean)
             terms["chamfer"], _ = chamfer_distance(cloud, points_target, batch_reduction=None)
-            terms["loss"] = loss + chamfer_term(terms["chamfer"], points_target.shape[1], weights)
+            term = chamfer_term(terms["chamfer"], points_target.shape[1], weights)
+            terms["loss"] = loss + (term if points_scale == 1.0 else points_scale * term)
         if num_fake_points > 0:
             if weights.adversarial_latent == "mean":
                 z_image = image_distribution.mean
@@ -163,9 +170,11 @@ class PSGNGenerator(nn.Module):
         points_target: Tensor,
         num_fake_points: int = 0,
         chamfer: bool = False,
+        points_scale: float = 1.0,
     ) -> dict[str, Tensor]:
         """Per-shape Chamfer loss ``{"loss": (B,), "chamfer": (B,)}`` against ``points_target``
-        (its only loss, whatever ``chamfer`` and ``loss.chamfer_weight`` say)."""
-        del points, num_fake_points, chamfer  # the baseline sees only the image
+        (its only loss, whatever ``chamfer``, ``points_scale`` and ``loss.chamfer_weight``
+        say: a mean over points, it keeps its scale whatever the number of points)."""
+        del points, num_fake_points, chamfer, points_scale  # the baseline sees only the image
         chamfer, _ = chamfer_distance(self.predict(images), points_target, batch_reduction=None)
         return {"loss": chamfer, "chamfer": chamfer}

@@ -56,7 +56,10 @@ class DataConfig:
             the likelihood target). The paper uses 2,500.
         late_num_points: Points per training cloud from epoch ``late_from_epoch`` on (denser
             clouds for the last epochs, where a step costs more per point); ``None`` keeps
-            ``num_points`` throughout. Validation during training keeps ``num_points``.
+            ``num_points`` throughout. Validation during training keeps ``num_points``. The
+            loss's sums over points (the points' NLL, the Chamfer term) are scaled by
+            ``num_points / late_num_points`` in those epochs, so that the loss weighs each
+            point against the latent terms as in the rest of the run.
         late_from_epoch: Epochs at ``num_points`` before ``late_num_points`` applies.
         num_workers: DataLoader worker processes (0: load in the training process).
         synthetic: Fields of `pcflow.data.SyntheticConfig` (categories, objects per category,
