@@ -108,8 +108,7 @@ class FlowGANGenerator(nn.Module):
         nll_points = -self.flow.log_prob(points_target, context=z)
         nll_latent = -image_distribution.log_prob(z)
         entropy = posterior.entropy()
-        scaled = nll_points if points_scale == 1.0 else points_scale * nll_points
-        loss = likelihood_loss(scaled, nll_latent, entropy, weights)
+        loss = likelihood_loss(points_scale * nll_points, nll_latent, entropy, weights)
         terms = {
             "loss": loss,
             "nll_points": nll_points,
@@ -120,7 +119,7 @@ class FlowGANGenerator(nn.Module):
             cloud = self.flow.sample(points_target.shape[1], context=image_distribution.mean)
             terms["chamfer"], _ = chamfer_distance(cloud, points_target, batch_reduction=None)
             term = chamfer_term(terms["chamfer"], points_target.shape[1], weights)
-            terms["loss"] = loss + (term if points_scale == 1.0 else points_scale * term)
+            terms["loss"] = loss + points_scale * term
         if num_fake_points > 0:
             if weights.adversarial_latent == "mean":
                 z_image = image_distribution.mean

@@ -145,7 +145,7 @@ class Trainer:
         clouds weigh each point as the rest of the run does (the latent terms do not grow with
         the points; without it, 1,024-point clouds halved their weight and cost one seed of the
         ``standard`` preset 9% of its validation CD)."""
-        if self.config.data.late_num_points is None or num_points == self.config.data.num_points:
+        if self.config.data.late_num_points is None:
             return 1.0
         return self.config.data.num_points / num_points
 
