@@ -81,8 +81,9 @@ def out(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_run_equals_uninterrupted_run(out: Path) -> None:
-    config = _config()
+@pytest.mark.parametrize("average", [False, True], ids=["plain", "weight-average"])
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(out: Path, average: bool) -> None:
+    config = _config(*(["optim.ema_decay=0.9"] if average else []))
     data = ToyShapes()
     whole = Trainer(config, out / "whole", data, progress=False)
     whole.fit()
@@ -107,6 +108,13 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(out: Path) -> None
             assert torch.equal(torch.as_tensor(a[key][field]), torch.as_tensor(b[key][field]))
     state = load_checkpoint(out / "resumed" / "checkpoints" / "last.pt")
     assert state["trainer"]["finished"] and state["trainer"]["global_step"] == 8
+    if average:  # the average, kept through the interruption, is the uninterrupted run's
+        reference = load_checkpoint(out / "whole" / "checkpoints" / "last.pt")["average"]
+        assert reference.keys() == state["average"].keys()
+        for name in reference:
+            assert torch.equal(reference[name], state["average"][name]), name
+    else:
+        assert state["average"] is None
 
 
 def test_resume_refuses_another_model(out: Path) -> None:
@@ -579,3 +587,74 @@ def test_late_num_points_are_checked(out: Path) -> None:
 
     with pytest.raises(ValueError, match=r"num_points attribute.*NoCount"):
         Trainer(_config("data.late_num_points=48"), out, NoCount(), progress=False)
+
+
+def _record_weights(trainer: Trainer) -> list[dict[str, torch.Tensor]]:
+    """Make ``trainer`` record its weights after every step (the epoch with them)."""
+    seen: list[dict[str, torch.Tensor]] = []
+    step = trainer.train_step
+
+    def recording(batch: dict) -> dict[str, float]:
+        values = step(batch)
+        seen.append({"epoch": trainer.state.epoch, **_weights(trainer)})
+        return values
+
+    trainer.train_step = recording  # type: ignore[method-assign]
+    return seen
+
+
+def test_weight_average_follows_a_float64_reference(out: Path) -> None:
+    decay = 0.7
+    config = _config(f"optim.ema_decay={decay}", "optim.ema_from_epoch=1")
+    trainer = Trainer(config, out, ToyShapes(), ToyShapes(8), progress=False)
+    seen = _record_weights(trainer)
+    trainer.fit()
+    averaged = [w for w in seen if w["epoch"] >= 1]
+    assert 2 <= len(averaged) < len(seen)  # it starts with epoch 1, not before
+    parameters = {name for name, _ in trainer.model.named_parameters()}
+    saved = load_checkpoint(out / "checkpoints" / "last.pt")
+    steps = len(averaged)
+    for name, value in saved["average"].items():
+        if name not in parameters or not value.is_floating_point():
+            assert torch.equal(value, averaged[-1][name]), name  # buffers: the last ones
+            continue
+        reference = averaged[0][name].double()
+        for weights in averaged[1:]:
+            reference = decay * reference + (1 - decay) * weights[name].double()
+        # float32 rounding: at most one ulp-sized error per step and per operation.
+        scale = max(w[name].abs().max().item() for w in averaged)
+        bound = 4 * steps * torch.finfo(torch.float32).eps * scale
+        assert (value.double() - reference).abs().max().item() <= bound, name
+    # Training goes on from the model's own weights, which validation gave back unchanged.
+    for name, value in saved["model"].items():
+        assert torch.equal(value, trainer.model.state_dict()[name]), name
+        assert torch.equal(value, seen[-1][name]), name
+    moved = [n for n in parameters if not torch.equal(saved["model"][n], saved["average"][n])]
+    assert moved  # the average is not the last weights
+
+
+def test_load_model_takes_the_average_unless_told_not_to(out: Path) -> None:
+    from pcflow.recipes.flowgan import load_model
+
+    config = _config("optim.ema_decay=0.5")
+    Trainer(config, out, ToyShapes(), ToyShapes(8), progress=False).fit()
+    for file in ("last.pt", "best.pt"):
+        saved = load_checkpoint(out / "checkpoints" / file)
+        averaged = load_model(out / "checkpoints" / file).state_dict()
+        own = load_model(out / "checkpoints" / file, average=False).state_dict()
+        for name in saved["model"]:
+            assert torch.equal(averaged[name], saved["average"][name]), (file, name)
+            assert torch.equal(own[name], saved["model"][name]), (file, name)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 2.0])
+def test_weight_average_decay_is_checked(decay: float) -> None:
+    with pytest.raises(ValueError, match=r"optim\.ema_decay"):
+        _config(f"optim.ema_decay={decay}")
+
+
+def test_resuming_without_the_average_warns_that_it_is_dropped(out: Path) -> None:
+    data = ToyShapes()
+    Trainer(_config("optim.ema_decay=0.9"), out, data, progress=False).fit(max_steps=3)
+    with pytest.warns(UserWarning, match=r"averaged weights but optim\.ema_decay is off"):
+        Trainer(_config(), out, data, resume=True, progress=False)

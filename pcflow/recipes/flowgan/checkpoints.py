@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from pcflow.recipes.flowgan.config import FlowGANConfig
 from pcflow.recipes.flowgan.distributed import ProcessGroup
 from pcflow.recipes.flowgan.model import FlowGAN, PSGNBaseline, build_model
-from pcflow.recipes.flowgan.optimisation import Updater
+from pcflow.recipes.flowgan.optimisation import Updater, WeightAverage
 from pcflow.recipes.flowgan.rng import capture_rng_state, restore_rng_state, seed_all
 from pcflow.recipes.flowgan.state import TrainState
 from pcflow.utils import (
@@ -25,14 +25,21 @@ from pcflow.utils import (
 
 __all__ = ["RunCheckpoints", "load_model"]
 
-BEST_KEYS = ("config", "model", "trainer", "world_size")
-"""What ``best.pt`` keeps of a checkpoint: the weights and where they were, no optimiser."""
+BEST_KEYS = ("config", "model", "average", "trainer", "world_size")
+"""What ``best.pt`` keeps of a checkpoint: the weights (and their average, with
+``optim.ema_decay``) and where they were, no optimiser."""
 
 
 def load_model(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path, map_location: str | torch.device = "cpu", *, average: bool = True
 ) -> FlowGAN | PSGNBaseline:
     """Rebuild a trained model from a checkpoint written by `Trainer` (in evaluation mode).
+
+    Arguments:
+        path: A ``last.pt`` or ``best.pt``.
+        map_location: Where the weights go.
+        average: Load the run's averaged weights when the checkpoint holds them (a run with
+            ``optim.ema_decay``); ``False`` for the weights training goes on from.
 
     Raises:
         CheckpointError: If the file is missing, corrupt, not a FlowGAN checkpoint, or its
@@ -46,7 +53,8 @@ def load_model(
             f"checkpoint {str(path)!r} holds an incompatible config: {error}"
         ) from error
     model = build_model(config)
-    load_weights(model, state["model"], path)
+    averaged = state.get("average") if average else None
+    load_weights(model, averaged if averaged is not None else state["model"], path)
     return model.eval()
 
 
@@ -110,8 +118,9 @@ def restore_rank_rng(
 class RunCheckpoints:
     """A run's ``last.pt`` and ``best.pt``: what they hold, written by rank 0, and resuming.
 
-    A checkpoint holds the config, the model's weights, each network's optimiser, schedule
-    and gradient scaler (``generator_optimizer``, ..., ``critic_scaler``; ``None`` without a
+    A checkpoint holds the config, the model's weights, their average (``average``: ``None``
+    without ``optim.ema_decay`` or before it starts), each network's optimiser, schedule and
+    gradient scaler (``generator_optimizer``, ..., ``critic_scaler``; ``None`` without a
     critic), the `TrainState`, every rank's random states and the number of processes.
 
     Arguments:
@@ -120,6 +129,7 @@ class RunCheckpoints:
         model: The model being trained.
         updaters: ``{"generator": Updater, "critic": Updater or None}``.
         group: The training processes.
+        average: The run's `WeightAverage`, if it keeps one.
     """
 
     def __init__(
@@ -129,9 +139,11 @@ class RunCheckpoints:
         model: nn.Module,
         updaters: dict[str, Updater | None],
         group: ProcessGroup,
+        *,
+        average: WeightAverage | None = None,
     ) -> None:
         self.folder, self.config, self.model = Path(folder), config, model
-        self.updaters, self.group = updaters, group
+        self.updaters, self.group, self.average = updaters, group, average
         self.last, self.best = self.folder / "last.pt", self.folder / "best.pt"
 
     def remove_partial(self) -> None:
@@ -145,6 +157,7 @@ class RunCheckpoints:
     ) -> dict[str, Any]:
         """The checkpoint's contents (this process's random states unless given)."""
         saved = {"config": self.config.to_dict(), "model": self.model.state_dict()}
+        saved["average"] = self.average.state_dict() if self.average is not None else None
         for name, updater in self.updaters.items():
             parts = updater.state_dict() if updater is not None else dict.fromkeys(_PARTS)
             saved.update({f"{name}_{part}": parts[part] for part in _PARTS})
@@ -189,12 +202,27 @@ class RunCheckpoints:
         saved = load_checkpoint(path, next(self.model.parameters()).device, required_keys=required)
         check_same_setup(saved["config"], self.config, path)
         load_weights(self.model, saved["model"], path)
+        self._load_average(saved.get("average"), path)
         for name, updater in self.updaters.items():
             if updater is not None:
                 updater.load_state_dict({part: saved[f"{name}_{part}"] for part in _PARTS})
         state = TrainState(**saved["trainer"])
         restore_rank_rng(saved["rng"], self.group, self.config.train.seed, state.global_step, path)
         return state
+
+    def _load_average(self, weights: dict[str, Tensor] | None, path: str | Path) -> None:
+        if self.average is None:
+            if weights is not None:
+                warnings.warn(
+                    f"{path} holds averaged weights but optim.ema_decay is off now: the "
+                    "average is not kept in this run's checkpoints from here on",
+                    stacklevel=3,
+                )
+            return
+        try:
+            self.average.load_state_dict(weights)
+        except ValueError as error:
+            raise CheckpointError(f"checkpoint {str(path)!r}: {error}") from error
 
 
 _PARTS = ("optimizer", "scheduler", "scaler")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -12,7 +14,7 @@ from torch import Tensor, nn
 from pcflow.recipes.flowgan.config import FlowGANConfig, OptimConfig
 from pcflow.recipes.flowgan.distributed import ProcessGroup
 
-__all__ = ["Updater"]
+__all__ = ["Updater", "WeightAverage"]
 
 
 class Updater:
@@ -122,6 +124,77 @@ class Updater:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak averaging).
+
+    After each step, ``average = decay * average + (1 - decay) * weight`` for every
+    floating-point parameter; buffers (such as BatchNorm's running statistics) are copied. The
+    first `update` copies the weights. The average is kept on the weights' device and dtype.
+
+    Arguments:
+        model: The model whose weights are averaged.
+        decay: The average's decay per step, in ``(0, 1)``; about ``1 / (1 - decay)`` steps
+            count.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must be in (0, 1), got {decay!r}")
+        self.model, self.decay = model, float(decay)
+        self._parameters = {name for name, _ in model.named_parameters()}
+        self.weights: dict[str, Tensor] | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether `update` has run (the average holds weights)."""
+        return self.weights is not None
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Fold the model's current weights into the average (copy them on the first call)."""
+        current = self.model.state_dict()
+        if self.weights is None:
+            self.weights = {k: v.detach().clone() for k, v in current.items()}
+            return
+        for name, value in current.items():
+            if name in self._parameters and value.is_floating_point():
+                self.weights[name].lerp_(value, 1.0 - self.decay)
+            else:
+                self.weights[name].copy_(value)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Within the block, the model holds the averaged weights (if started); its own weights
+        come back afterwards, bit for bit."""
+        if self.weights is None:
+            yield
+            return
+        own = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.weights)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(own)
+
+    def state_dict(self) -> dict[str, Tensor] | None:
+        """The averaged weights, keyed like the model's ``state_dict`` (``None`` before the
+        first `update`)."""
+        return self.weights
+
+    def load_state_dict(self, weights: dict[str, Tensor] | None) -> None:
+        """Restore what `state_dict` returned."""
+        if weights is None:
+            self.weights = None
+            return
+        reference = self.model.state_dict()
+        if weights.keys() != reference.keys():
+            raise ValueError("the averaged weights do not fit the model (their keys differ)")
+        self.weights = {
+            k: v.detach().to(device=reference[k].device, dtype=reference[k].dtype).clone()
+            for k, v in weights.items()
+        }
 
 
 def _fusable(parameters: list[nn.Parameter]) -> bool | None:

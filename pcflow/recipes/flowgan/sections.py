@@ -214,6 +214,13 @@ class OptimConfig:
         lr_gamma: Multiplier at each milestone.
         critic_lr: The critic's learning rate; ``None`` for ``lr``.
         grad_clip_norm: Clip each optimiser's gradient norm to this; ``None`` for no clipping.
+        ema_decay: Keep an exponential moving average of the weights with this decay per step
+            (`pcflow.recipes.flowgan.optimisation.WeightAverage`) from ``ema_from_epoch`` on;
+            ``None`` (the paper's) for none. Validation, ``best.pt`` and ``load_model`` then use
+            the averaged weights; training goes on from the model's own. Measured on the
+            standard preset (validation, three seeds, 0.999 from epoch 24): FlowGAN's CD 3.2%
+            lower, PSGN-style's 0.95% lower.
+        ema_from_epoch: The epoch (counted from 0) whose first step starts the average.
     """
 
     lr: float = 1e-3
@@ -224,6 +231,8 @@ class OptimConfig:
     lr_gamma: float = 0.25
     critic_lr: float | None = None
     grad_clip_norm: float | None = 100.0
+    ema_decay: float | None = None
+    ema_from_epoch: int = 0
 
 
 @dataclass

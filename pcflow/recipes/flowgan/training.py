@@ -25,7 +25,7 @@ from pcflow.recipes.flowgan.objective import (
     critic_objective,
     generator_objective,
 )
-from pcflow.recipes.flowgan.optimisation import Updater
+from pcflow.recipes.flowgan.optimisation import Updater, WeightAverage
 from pcflow.recipes.flowgan.state import NonFiniteLossError, TrainState
 from pcflow.recipes.flowgan.validation import RunValidation, validate, validation_subset
 
@@ -95,9 +95,12 @@ class Trainer:
         self.critic_optimizer = self.critic_update.optimizer if self.critic_update else None
         self.generator = self.group.wrap(self.model.generator, self.device)
         self.critic = self.group.wrap(self.model.critic, self.device) if self.critic_on else None
+        decay = config.optim.ema_decay
+        self.average = WeightAverage(self.model, decay) if decay is not None else None
         self.checkpoints = RunCheckpoints(
             self.checkpoint_dir, self.config, self.model,
             {"generator": self.generator_update, "critic": self.critic_update}, self.group,
+            average=self.average,
         )  # fmt: skip
         resumed = self.checkpoints.resume_or_seed(resume)
         self.state = resumed or TrainState()
@@ -286,6 +289,8 @@ class Trainer:
         with bar:
             for batch in self.loader:
                 values = self.train_step(batch)
+                if self.average is not None and state.epoch >= self.config.optim.ema_from_epoch:
+                    self.average.update()
                 state.global_step += 1
                 state.step_in_epoch += 1
                 bar.update(1)
@@ -310,7 +315,8 @@ class Trainer:
                 updater.end_epoch()
         last_epoch = state.epoch == config.epochs
         due = state.epoch % config.validate_every == 0 or last_epoch
-        improved = self.validation is not None and due and self.validation(state, self._log)
+        with self.average.applied() if self.average is not None else contextlib.nullcontext():
+            improved = self.validation is not None and due and self.validation(state, self._log)
         state.finished = last_epoch
         self.save(self.checkpoints.last)
         if improved and self.is_main:

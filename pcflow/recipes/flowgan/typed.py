@@ -108,6 +108,7 @@ _NON_NEGATIVE = (
     "loss.r1_weight",
     "loss.chamfer_weight",
     "optim.weight_decay",
+    "optim.ema_from_epoch",
     "train.critic_warmup_epochs",
     "train.chamfer_warmup_epochs",
     "train.num_pictures",
@@ -147,6 +148,9 @@ def check_ranges(config: Any) -> None:
         raise ValueError(
             f"config key 'optim.lr_gamma' must be positive, got {config.optim.lr_gamma!r}"
         )
+    decay = config.optim.ema_decay
+    if decay is not None and not 0 < decay < 1:
+        raise ValueError(f"config key 'optim.ema_decay' must be in (0, 1) or null, got {decay!r}")
     if not math.isfinite(config.eval.temperature):
         raise ValueError(
             f"config key 'eval.temperature' must be finite, got {config.eval.temperature!r}"
