@@ -21,7 +21,7 @@ from pcflow.recipes.flowgan import (
     capture_rng_state,
     restore_rng_state,
 )
-from pcflow.utils import CheckpointError, load_checkpoint
+from pcflow.utils import CheckpointError, load_checkpoint, save_checkpoint
 
 
 class ToyShapes(Dataset):
@@ -658,3 +658,15 @@ def test_resuming_without_the_average_warns_that_it_is_dropped(out: Path) -> Non
     Trainer(_config("optim.ema_decay=0.9"), out, data, progress=False).fit(max_steps=3)
     with pytest.warns(UserWarning, match=r"averaged weights but optim\.ema_decay is off"):
         Trainer(_config(), out, data, resume=True, progress=False)
+
+
+def test_an_average_that_does_not_fit_is_a_checkpoint_error(out: Path) -> None:
+    data = ToyShapes()
+    config = _config("optim.ema_decay=0.9")
+    Trainer(config, out, data, progress=False).fit(max_steps=3)
+    path = out / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    state["average"] = {k: v for k, v in list(state["average"].items())[1:]}
+    save_checkpoint(path, state)
+    with pytest.raises(CheckpointError, match="averaged weights do not fit"):
+        Trainer(config, out, data, resume=True, progress=False)

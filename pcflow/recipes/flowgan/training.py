@@ -43,9 +43,13 @@ class Trainer:
     or gradient is not finite is skipped and counted (`NonFiniteLossError` after
     ``train.max_consecutive_nonfinite`` in a row).
 
-    Resuming is exact: checkpoints hold the model, optimisers, schedulers, gradient scalers, the
-    RNG states of torch, numpy and Python (of every rank), and the position in the epoch;
-    the data order comes from a seeded `pcflow.recipes.flowgan.data.ResumableSampler`.
+    Resuming is exact: checkpoints hold the model, the average of its weights (with
+    ``optim.ema_decay``), optimisers, schedulers, gradient scalers, the RNG states of torch,
+    numpy and Python (of every rank), and the position in the epoch; the data order comes from
+    a seeded `pcflow.recipes.flowgan.data.ResumableSampler`. With ``optim.ema_decay`` the
+    average is updated after every step from ``optim.ema_from_epoch`` on, and validation (so
+    ``best.pt``'s choice and the pictures) uses it; training goes on from the model's own
+    weights.
 
     Under ``torchrun`` (an initialised ``torch.distributed`` process group) the generator and
     the critic are wrapped in ``DistributedDataParallel``, each rank reads its share of every
