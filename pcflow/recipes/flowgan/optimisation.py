@@ -146,11 +146,6 @@ class WeightAverage:
         self._parameters = {name for name, _ in model.named_parameters()}
         self.weights: dict[str, Tensor] | None = None
 
-    @property
-    def started(self) -> bool:
-        """Whether `update` has run (the average holds weights)."""
-        return self.weights is not None
-
     @torch.no_grad()
     def update(self) -> None:
         """Fold the model's current weights into the average (copy them on the first call)."""
