@@ -319,8 +319,10 @@ class Trainer:
                 updater.end_epoch()
         last_epoch = state.epoch == config.epochs
         due = state.epoch % config.validate_every == 0 or last_epoch
-        with self.average.applied() if self.average is not None else contextlib.nullcontext():
-            improved = self.validation is not None and due and self.validation(state, self._log)
+        improved = False
+        if self.validation is not None and due:  # swap in the average only when validating
+            with self.average.applied() if self.average is not None else contextlib.nullcontext():
+                improved = self.validation(state, self._log)
         state.finished = last_epoch
         self.save(self.checkpoints.last)
         if improved and self.is_main:
