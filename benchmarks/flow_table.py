@@ -253,7 +253,8 @@ class CappedMatmul:
         cap: ``MKL_ENABLE_INSTRUCTIONS`` as the helper process read it.
         mkl: whether the helper's torch calls MKL (without MKL the cap has no effect).
         mkl_isa: the instruction set MKL reported choosing (``"AVX2"``, ``"AVX-512"``,
-            ``"SSE4.2"``), ``""`` without MKL or a banner.
+            ``"SSE4.2"``), ``""`` without MKL or a banner, or where the banner names none (on
+            other vendors' CPUs than Intel's).
     """
 
     def __init__(self, variant: str, size: int = 2048, threads: int | None = None) -> None:
@@ -341,7 +342,8 @@ class VariantTable:
             uncapped matmul) and ``"<op>_fraction_of_isa_mm"`` (of the matmul capped to the
             variant's instruction set, NaN without MKL), for op in ``forward``, ``inverse``,
             ``train``; and ``"isa_mm_gflops"``.
-        mkl_isa: per variant, the instruction set MKL reported under the cap.
+        mkl_isa: per variant, the instruction set MKL reported under the cap (``""`` where
+            it named none, as on other vendors' CPUs than Intel's).
         load: the 1-minute load average before and after the run.
     """
 
