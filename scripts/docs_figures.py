@@ -140,17 +140,20 @@ def figure_reconstructions(
         )  # fmt: skip
         print("[reconstructions] no checkpoint: drew the ground-truth clouds")
         return target
+    from pcflow.data import select_per_category
+    from pcflow.flows import SamplingOptions
     from pcflow.recipes import flowgan
 
     model = flowgan.load_model(checkpoint)
     # Ground truth as dense as the prediction (training may use fewer points per cloud).
     config = model.config.with_overrides(["data.num_points=2500"])
     data = flowgan.build_dataset(config, "test", evaluation=True, progress=False)
-    picks = [data[i] for i in flowgan.select_per_category(data, 1)]
+    picks = [data[i] for i in select_per_category(data, 1)]
+    settings = {**model.config.eval.sampling.keywords(), **sampling}
     # The picture every evaluation writes, with FlowGAN alone: two examples a row.
     flowgan.draw_reconstructions(
         {"FlowGAN": model}, picks, target, num_points=2500, seed=0,
-        **{**model.config.eval.sampling, **sampling}, examples_per_row=2, point_size=0.8, dpi=80,
+        sampling=SamplingOptions(**settings), examples_per_row=2, point_size=0.8, dpi=80,
     )  # fmt: skip
     print(f"[reconstructions] from {checkpoint}")
     return target

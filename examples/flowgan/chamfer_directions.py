@@ -37,8 +37,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from pcflow.losses import chamfer_distance
-from pcflow.recipes.flowgan import check_prediction, load_model
-from pcflow.recipes.flowgan.evaluation import Predictor
+from pcflow.metrics import Predictor, check_prediction
+from pcflow.recipes.flowgan import load_model
 
 DIRECTIONS = ("accuracy", "completeness")
 
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         if not is_flow:
             return model.reconstruct(batch["image"], n)
         if args.bound:
-            return model.autoencode(batch["points"], n, **settings)
-        return model.reconstruct(batch["image"], n, **settings)
+            return model.autoencode(batch["points"], n, settings)
+        return model.reconstruct(batch["image"], n, settings)
 
     torch.manual_seed(args.seed)
     table = chamfer_directions(predict, dataset, num_points)

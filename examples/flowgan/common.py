@@ -14,6 +14,7 @@ import yaml
 from PIL.Image import DecompressionBombError
 from torch.utils.data import Dataset
 
+from pcflow.flows import SamplingOptions
 from pcflow.recipes.flowgan import PRESETS, EvalConfig, FlowGANConfig, build_dataset
 from pcflow.utils import CheckpointError
 
@@ -124,18 +125,18 @@ def check_sampling_arguments(args: argparse.Namespace) -> None:
     Raises:
         ValueError: Naming the argument out of range.
     """
-    if args.temperature is not None and not 0 < args.temperature < float("inf"):
-        raise ValueError(f"--temperature must be a positive number, got {args.temperature}")
-    if args.trim is not None and not 0 <= args.trim < 1:
-        raise ValueError(f"--trim must be a number in [0, 1), got {args.trim}")
-    if args.spread is not None and args.spread < 1:
-        raise ValueError(f"--spread must be 1 or more, got {args.spread}")
+    for name in ("temperature", "trim", "spread"):
+        value = getattr(args, name)
+        if value is not None:
+            try:
+                SamplingOptions(**{name: value})
+            except ValueError as error:
+                raise ValueError(f"--{error}") from None
 
 
-def sampling_settings(args: argparse.Namespace, defaults: EvalConfig) -> dict[str, float]:
-    """``{"temperature": ..., "trim": ..., "spread": ...}`` from the arguments, or where
-    not given, from ``defaults`` (a checkpoint's ``eval`` section, range-checked when it
-    loaded).
+def sampling_settings(args: argparse.Namespace, defaults: EvalConfig) -> SamplingOptions:
+    """The `pcflow.flows.SamplingOptions` of the arguments, or where not given, of
+    ``defaults`` (a checkpoint's ``eval`` section).
 
     Raises:
         ValueError: Naming the argument out of range (`check_sampling_arguments`).
@@ -144,7 +145,7 @@ def sampling_settings(args: argparse.Namespace, defaults: EvalConfig) -> dict[st
     temperature = defaults.temperature if args.temperature is None else args.temperature
     trim = defaults.trim if args.trim is None else args.trim
     spread = defaults.spread if args.spread is None else args.spread
-    return {"temperature": temperature, "trim": trim, "spread": spread}
+    return SamplingOptions(temperature, trim, spread)
 
 
 def evaluation_dataset(

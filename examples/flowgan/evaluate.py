@@ -40,17 +40,15 @@ from common import (
     sampling_settings,
 )
 
+from pcflow.data import select_per_category
+from pcflow.flows import SamplingOptions
+from pcflow.metrics import MeanCloudBaseline, comparison_table, evaluate_reconstruction
 from pcflow.recipes.flowgan import (
-    EvalConfig,
     FlowGANConfig,
-    MeanCloudBaseline,
     build_dataset,
-    comparison_table,
     diagnose_reconstruction,
     draw_reconstructions,
-    evaluate_reconstruction,
     load_model,
-    select_per_category,
 )
 from pcflow.utils import CheckpointError
 
@@ -126,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for name, value in sampling.items():
-        setattr(eval_config, name, value)
+    eval_config.temperature, eval_config.trim = sampling.temperature, sampling.trim
+    eval_config.spread = sampling.spread
     data_config = config.with_overrides([f"data.num_points={eval_config.num_points}"])
     dataset = build_dataset(data_config, args.split, evaluation=True, progress=not args.no_progress)
     progress = not args.no_progress
@@ -148,22 +146,24 @@ def main(argv: list[str] | None = None) -> int:
                 torch.manual_seed(args.seed)
                 results[name] = evaluate_reconstruction(
                     lambda batch, n, model=model: model.reconstruct(
-                        batch["image"], n, **_sampling_of(model, sampling)
+                        batch["image"], n, _sampling_of(model, sampling)
                     ),
                     dataset,
-                    eval_config,
+                    **eval_config.protocol(),
                     split=args.split,
                     progress=progress,
                 )
-            results[name].settings.update(_sampling_of(model, sampling))
+            results[name].settings.update(_sampling_of(model, sampling).keywords())
+            del results[name].settings["chunk_size"]
         timings[name] = time.perf_counter() - started
     if args.baselines:
         started = time.perf_counter()
         train_set = build_dataset(data_config, "train", progress=False)
         baseline = MeanCloudBaseline(eval_config.num_points, seed=args.seed).fit(train_set)
         results["mean cloud"] = evaluate_reconstruction(
-            baseline.predict, dataset, eval_config, split=args.split, progress=progress
-        )
+            baseline.predict, dataset, **eval_config.protocol(), split=args.split,
+            progress=progress,
+        )  # fmt: skip
         timings["mean cloud"] = time.perf_counter() - started
 
     if len(results) == 1:
@@ -203,19 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _sampling_of(model, sampling: dict[str, float]) -> dict[str, float]:
+def _sampling_of(model, sampling: SamplingOptions) -> SamplingOptions:
     # The PSGN-style baseline regresses its points: it neither tempers, trims nor thins (the
     # defaults are the model's own samples).
-    return sampling if hasattr(model, "autoencode") else EvalConfig().sampling
+    return sampling if hasattr(model, "autoencode") else SamplingOptions()
 
 
 def _picture(
-    models: dict, dataset, num_points: int, path: Path, seed: int, sampling: dict[str, float]
+    models: dict, dataset, num_points: int, path: Path, seed: int, sampling: SamplingOptions
 ) -> None:
     """One example per category: input image | each model's prediction | truth."""
     draw_reconstructions(
         models, [dataset[i] for i in select_per_category(dataset, 1)], path,
-        num_points=num_points, seed=seed, **sampling,
+        num_points=num_points, seed=seed, sampling=sampling,
         examples_per_row=2 if len(models) == 1 else 1,
     )  # fmt: skip
 

@@ -117,11 +117,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.manual_seed(args.seed)
     sampling = sampling_settings(args, model.config.eval)
-    cloud = model.reconstruct(
-        image[None], args.num_points, sample_latent=args.sample_latent, **sampling
-    )[0]
     prefix = args.out if args.out is not None else args.image.with_suffix("")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    if not prefix.parent.is_dir():
+        print(
+            f"error: --out {str(prefix)!r}: the folder {str(prefix.parent)!r} does not exist "
+            "(create it first)",
+            file=sys.stderr,
+        )
+        return 2
+    cloud = model.reconstruct(
+        image[None], args.num_points, sampling, sample_latent=args.sample_latent
+    )[0]
     ply = prefix.with_name(prefix.name + ".ply")
     png = prefix.with_name(prefix.name + ".png")
     if png.resolve() == args.image.resolve():

@@ -21,13 +21,10 @@ import numpy as np
 import torch
 from common import evaluation_dataset
 
+from pcflow.data import sample_categories, select_per_category
 from pcflow.losses import chamfer_distance
 from pcflow.metrics import f_score
-from pcflow.recipes.flowgan import (
-    FlowGANConfig,
-    sample_categories,
-    select_per_category,
-)
+from pcflow.recipes.flowgan import FlowGANConfig
 
 
 def sampling_floor(

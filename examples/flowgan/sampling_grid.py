@@ -32,7 +32,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pcflow.flows import num_draws, select_draws
-from pcflow.recipes.flowgan import FlowGAN, evaluate_reconstruction, load_model
+from pcflow.metrics import evaluate_reconstruction
+from pcflow.recipes.flowgan import FlowGAN, load_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,7 +99,7 @@ def sampling_grid(
                     config.eval, temperature=temperature, trim=trim, spread=spread
                 )
                 result = evaluate_reconstruction(
-                    predict, dataset, eval_config, split=split, progress=progress
+                    predict, dataset, **eval_config.protocol(), split=split, progress=progress
                 )
                 name = f"T{float(temperature)}-q{trim:g}-s{spread}"
                 results[name] = result.to_dict()

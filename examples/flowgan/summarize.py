@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcflow.recipes.flowgan.tables import METRICS, metric_column, metric_scale
+from pcflow.metrics.tables import METRICS, metric_column, metric_scale
 
 _SKIP = ("checkpoints",)
 

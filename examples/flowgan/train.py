@@ -32,6 +32,7 @@ import torch.distributed as dist
 from common import add_config_arguments, check_output_folder, command_line_program, resolve_config
 
 from pcflow.recipes.flowgan import FlowGANConfig, Trainer, build_dataset
+from pcflow.training import check_run_folder
 from pcflow.utils import CheckpointError, load_checkpoint
 
 
@@ -44,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         "--resume",
         action="store_true",
         help="continue from OUT/checkpoints/last.pt (its config, with --set applied over it)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in an OUT that holds a run, deleting its checkpoints, logs, pictures "
+        "and eval/ (without it, or --resume, such an OUT is refused)",
     )
     parser.add_argument(
         "--max-steps",
@@ -67,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = dist.get_rank() if distributed else 0
     try:
         config = _config(args, rank)
+        check_run_folder(args.out, resume=args.resume, overwrite=args.overwrite)
         if rank == 0:
             check_output_folder(args.out)
             print(f"[train] output folder {args.out}", file=sys.stderr)
@@ -82,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(val_set) == 0:
             val_set = None
         trainer = Trainer(
-            config, args.out, train_set, val_set, resume=args.resume, progress=not args.no_progress
-        )
+            config, args.out, train_set, val_set, resume=args.resume, overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )  # fmt: skip
         started = time.perf_counter()
         state = trainer.fit(max_steps=args.max_steps)
         if args.save_rank_weights:
@@ -91,11 +100,15 @@ def main(argv: list[str] | None = None) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(trainer.model.state_dict(), path)
         if rank == 0:
+            best = (
+                f"best val Chamfer {state.best_metric:.5f} (epoch {state.best_epoch})"
+                if state.best_epoch >= 0
+                else "not validated yet"
+            )
             print(
-                f"[train] step {state.global_step}, epoch {state.epoch}/{config.train.epochs}, "
-                f"{time.perf_counter() - started:.0f} s; skipped steps {state.skipped_steps}; "
-                f"best val Chamfer {state.best_metric:.5f} (epoch {state.best_epoch}); "
-                f"checkpoints in {args.out / 'checkpoints'}",
+                f"[train] step {state.global_step}, epoch {state.epoch}/{config.train.epochs} "
+                f"done, {time.perf_counter() - started:.0f} s; skipped steps "
+                f"{state.skipped_steps}; {best}; checkpoints in {args.out / 'checkpoints'}",
                 file=sys.stderr,
             )
     except CheckpointError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pcflow.critics.cross_modal import CrossModalCritic
+from pcflow.critics.frozen import frozen
 from pcflow.critics.gan_losses import (
     GAN_LOSS_KINDS,
     critic_loss,
@@ -15,6 +16,7 @@ __all__ = [
     "GAN_LOSS_KINDS",
     "CrossModalCritic",
     "critic_loss",
+    "frozen",
     "generator_loss",
     "gradient_penalty",
     "r1_penalty",

@@ -11,7 +11,6 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from pcflow._checks import check_lengths, check_points, check_same_batch
-from pcflow.critics.cross_modal import CrossModalCritic
 
 __all__ = ["GAN_LOSS_KINDS", "critic_loss", "generator_loss", "gradient_penalty", "r1_penalty"]
 
@@ -112,19 +111,27 @@ def generator_loss(fake_logits: Tensor, kind: str = "lsgan") -> Tensor:
 
 
 def _check_per_sample(critic: Critic, include_images: bool, function: str) -> None:
-    """Refuse or warn when BatchNorm in training mode couples the samples being penalised."""
+    """Refuse or warn when BatchNorm in training mode couples the samples being penalised.
+
+    A critic may say how its points are normalised with a ``couples_points_across_batch``
+    property (as `CrossModalCritic` does): when true the penalty is refused, when false only
+    its ``image_encoder`` (if it has one) is checked. A critic that says nothing has every
+    BatchNorm layer checked.
+    """
     critic = getattr(critic, "module", critic)  # DistributedDataParallel wraps the critic
-    if isinstance(critic, CrossModalCritic):
-        if critic.couples_points_across_batch:
-            raise ValueError(
-                f"{function} needs one logit per pair that depends on that pair alone, but this "
-                "CrossModalCritic uses norm='batch' in training mode (BatchNorm mixes the pairs "
-                "of a batch, so per-sample gradient norms are ill-defined). Build the critic "
-                "with norm='layer' or norm=None, or call critic.eval() for the penalty."
-            )
-        modules = critic.image_encoder.modules() if include_images else iter(())
-    else:
+    coupled = getattr(critic, "couples_points_across_batch", None)
+    if coupled:
+        raise ValueError(
+            f"{function} needs one logit per pair that depends on that pair alone, but this "
+            f"{type(critic).__name__} uses norm='batch' in training mode (BatchNorm mixes the "
+            "pairs of a batch, so per-sample gradient norms are ill-defined). Build the critic "
+            "with norm='layer' or norm=None, or call critic.eval() for the penalty."
+        )
+    if coupled is None:
         modules = critic.modules() if isinstance(critic, nn.Module) else iter(())
+    else:
+        encoder = getattr(critic, "image_encoder", None)
+        modules = encoder.modules() if include_images and encoder is not None else iter(())
     if any(isinstance(m, _BatchNorm) and m.training for m in modules):
         warnings.warn(
             f"{function}: the critic has BatchNorm layers in training mode, which couple the "

@@ -20,6 +20,7 @@ from pcflow.data.camera import (
 from pcflow.data.dpfnets import SHAPENET_CORE55_SYNSETS, DPFNetsShapeNet
 from pcflow.data.pascal3d import PASCAL3D_CLASSES, Pascal3D
 from pcflow.data.protocol import CategorizedShapes
+from pcflow.data.selection import sample_categories, select_per_category
 from pcflow.data.shapenet import R2N2_SYNSETS, SORTED_80_20, ShapeNetR2N2, load_image_rgba
 from pcflow.data.synthetic import (
     SyntheticConfig,
@@ -66,5 +67,7 @@ __all__ = [
     "project_points",
     "r2n2_camera",
     "render_mesh",
+    "sample_categories",
+    "select_per_category",
     "subsample_points",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pcflow.encoders.images import check_rgb_images, prepare_images
 from pcflow.encoders.latent import DiagonalGaussian, GaussianHead, LatentFlowPrior
 from pcflow.encoders.pointnet import PointNetEncoder
 from pcflow.encoders.resnet import (
@@ -25,5 +26,7 @@ __all__ = [
     "SmallResNet",
     "adapt_first_convolution",
     "check_images",
+    "check_rgb_images",
+    "prepare_images",
     "torchvision_resnet18_keys",
 ]

@@ -11,11 +11,13 @@ from pcflow.flows.base import (
 )
 from pcflow.flows.dpf import DPF_MASKS, dpf_flow
 from pcflow.flows.reversible import memory_efficient_forward, memory_efficient_inverse
+from pcflow.flows.sampling import SamplingOptions
 
 __all__ = [
     "DPF_MASKS",
     "ConditionalPointFlow",
     "FreeVariancePointNormal",
+    "SamplingOptions",
     "StandardPointNormal",
     "dpf_flow",
     "memory_efficient_forward",

@@ -12,6 +12,9 @@ from torch import Tensor, nn
 
 from pcflow._checks import check_context, check_finite, check_points, check_same_batch
 from pcflow.flows.fused import fused_groups, kernel_takes, run_fused
+from pcflow.flows.sampling import check_spread as _check_spread
+from pcflow.flows.sampling import check_temperature as _check_temperature
+from pcflow.flows.sampling import check_trim as _check_trim
 from pcflow.ops.sampling import sample_farthest_points
 from pcflow.transforms.base import PointTransform
 
@@ -25,34 +28,6 @@ __all__ = [
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 """Bytes of activations that an evaluation without autograd may hold at once (256 MiB)."""
-
-
-def _check_temperature(temperature: float) -> float:
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float)
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    return float(temperature)
-
-
-def _check_trim(trim: float) -> float:
-    if (
-        isinstance(trim, bool)
-        or not isinstance(trim, int | float)
-        or not math.isfinite(trim)
-        or not 0 <= trim < 1
-    ):
-        raise ValueError(f"trim must be a number in [0, 1), got {trim!r}")
-    return float(trim)
-
-
-def _check_spread(spread: int) -> int:
-    if isinstance(spread, bool) or not isinstance(spread, int) or spread < 1:
-        raise ValueError(f"spread must be a positive int, got {spread!r}")
-    return spread
 
 
 def _gather_points(points: Tensor, idx: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""Evaluation metrics on point sets: CD, EMD, F-score, generation metrics (MMD, COV, 1-NNA, JSD)."""
+"""Evaluation metrics on point sets: CD, EMD, F-score, generation metrics (MMD, COV, 1-NNA, JSD),
+and reconstruction tables per category."""
 
 from __future__ import annotations
 
@@ -14,12 +15,26 @@ from pcflow.metrics.generation import (
     pairwise_emd,
 )
 from pcflow.metrics.jsd import jensen_shannon_divergence
+from pcflow.metrics.reconstruction import (
+    MeanCloudBaseline,
+    Predictor,
+    check_prediction,
+    evaluate_reconstruction,
+)
+from pcflow.metrics.tables import METRICS, EvaluationResult, comparison_table
 
 __all__ = [
+    "METRICS",
+    "EvaluationResult",
     "FScore",
+    "MeanCloudBaseline",
+    "Predictor",
     "chamfer_per_shape",
+    "check_prediction",
+    "comparison_table",
     "coverage",
     "earth_movers_distance",
+    "evaluate_reconstruction",
     "f_score",
     "generation_metrics",
     "jensen_shannon_divergence",

@@ -9,13 +9,9 @@ import pytest
 import torch
 
 from pcflow.critics import generator_loss
-from pcflow.recipes.flowgan import (
-    FlowGAN,
-    FlowGANConfig,
-    PSGNBaseline,
-    build_model,
-    prepare_images,
-)
+from pcflow.encoders import prepare_images
+from pcflow.flows import SamplingOptions
+from pcflow.recipes.flowgan import FlowGAN, FlowGANConfig, PSGNBaseline, build_model
 
 
 def _config(**loss: float) -> FlowGANConfig:
@@ -58,8 +54,8 @@ def test_loss_equals_its_formula() -> None:
     std = (0.5 * log_var).exp()
     z = mean + std * torch.randn(mean.shape, dtype=mean.dtype)
     prepared = prepare_images(images, model.config.model.image_size, 4)
-    image_mean, image_log_var = generator.image_head.linear(
-        generator.image_encoder(prepared)
+    image_mean, image_log_var = generator.prior.head.linear(
+        generator.prior.encoder(prepared)
     ).chunk(2, dim=-1)
     image_gaussian = torch.distributions.Normal(image_mean, (0.5 * image_log_var).exp())
     nll_points = _reference_nll(model, target / scale, z)
@@ -100,7 +96,7 @@ def test_critic_gradient_reaches_the_flow_through_sampling(to_encoder: bool) -> 
 
     def adversarial_loss() -> torch.Tensor:
         torch.manual_seed(3)
-        terms = model.generator(prepared, points / 2, target / 2, num_fake_points=25)
+        terms = model.generator_terms(images, points, target, num_fake_points=25)
         assert terms["fake"].shape == (2, 25, 3)
         return generator_loss(model.critic(terms["fake"], prepared), kind="lsgan")
 
@@ -120,7 +116,7 @@ def test_critic_gradient_reaches_the_flow_through_sampling(to_encoder: bool) -> 
     numeric = (plus - minus) / (2 * step)
     torch.testing.assert_close(analytic, numeric, rtol=1e-4, atol=1e-8)
     image_gradient = torch.autograd.grad(
-        adversarial_loss(), model.generator.image_head.linear.weight, allow_unused=True
+        adversarial_loss(), model.generator.prior.head.linear.weight, allow_unused=True
     )[0]
     if to_encoder:
         assert image_gradient.abs().sum() > 0, "no gradient reached the image encoder"
@@ -133,20 +129,20 @@ def test_chamfer_term_compares_the_cloud_sampled_at_the_image_mean(weight: float
     model = FlowGAN(_config(chamfer_weight=weight)).double()
     images, points, target = (t.double() for t in _batch())
     generator, scale = model.generator, model.config.model.cloud_scale
-    prepared, points, target = model.prepare_images(images), points / scale, target / scale
     torch.manual_seed(5)
-    plain = generator(prepared, points, target)
+    plain = model.generator_terms(images, points, target)
     torch.manual_seed(5)
-    terms = generator(prepared, points, target, chamfer=True)
+    terms = model.generator_terms(images, points, target, chamfer=True)
     if weight == 0:  # no term and no draw: today's loss, bit for bit
         assert "chamfer" not in terms
         assert all(torch.equal(terms[k], plain[k]) for k in plain)
         return
 
     # The same draws by hand: the posterior's sample, then the flow's base noise at the mean of
-    # the image Gaussian; the Chamfer distance by brute force.
+    # the image Gaussian; the Chamfer distance by brute force, at the flow's scale.
     torch.manual_seed(5)
     generator.posterior(points).rsample()
+    target = target / scale
     cloud = generator.flow.sample(target.shape[1], context=model.image_distribution(images).mean)
     squared = torch.cdist(cloud, target).pow(2)
     chamfer = squared.min(2).values.mean(1) + squared.min(1).values.mean(1)
@@ -155,7 +151,7 @@ def test_chamfer_term_compares_the_cloud_sampled_at_the_image_mean(weight: float
     torch.testing.assert_close(terms["loss"], expected)
 
     # Its gradient reaches the image encoder and the flow, not the posterior.
-    parts = (generator.image_head.linear.weight, generator.flow.layers[-1].parameters().__next__())
+    parts = (generator.prior.head.linear.weight, generator.flow.layers[-1].parameters().__next__())
     gradients = torch.autograd.grad(
         terms["chamfer"].sum(), [*parts, *generator.point_encoder.parameters()], allow_unused=True
     )
@@ -197,9 +193,8 @@ def test_psgn_baseline_regresses_a_fixed_set() -> None:
     chamfer_config = config.with_overrides(["loss.chamfer_weight=10"])
     chamfer_model = build_model(chamfer_config)
     chamfer_model.load_state_dict(model.state_dict())
-    prepared = model.prepare_images(images)
-    with_term = chamfer_model.generator(prepared, points / 2, target / 2, chamfer=True)
-    assert torch.equal(with_term["loss"], model.generator(prepared, points / 2, target / 2)["loss"])
+    with_term = chamfer_model.generator_terms(images, points, target, chamfer=True)
+    assert torch.equal(with_term["loss"], model.generator_terms(images, points, target)["loss"])
     assert model.reconstruct(images, num_points=64).shape == (3, 64, 3)
     assert model.reconstruct(images, num_points=200).shape == (3, 200, 3)
     with pytest.raises(ValueError, match="decoder='flow'"):
@@ -248,13 +243,13 @@ def test_temperature_one_is_todays_reconstruction_and_scales_the_noise() -> None
         noise = torch.randn(2, 60, 3)
         todays = flow._run(noise, z, inverse=True, per_point=False)[0] * scale
         cold = flow._run(0.6 * noise, z, inverse=True, per_point=False)[0] * scale
-    for keywords in ({}, {"temperature": 1.0}):
+    for sampling in (None, SamplingOptions(temperature=1.0)):
         torch.manual_seed(4)
-        assert torch.equal(model.reconstruct(images, 60, **keywords), todays)
+        assert torch.equal(model.reconstruct(images, 60, sampling), todays)
     torch.manual_seed(4)
-    torch.testing.assert_close(model.reconstruct(images, 60, temperature=0.6), cold)
+    torch.testing.assert_close(model.reconstruct(images, 60, SamplingOptions(0.6)), cold)
     with pytest.raises(ValueError, match="temperature must be a positive finite number"):
-        model.reconstruct(images, 60, temperature=0.0)
+        model.reconstruct(images, 60, SamplingOptions(temperature=0.0))
 
 
 @pytest.mark.parametrize(
@@ -281,17 +276,17 @@ def test_sampling_options_reach_the_flow_and_neutral_is_todays_reconstruction(
         torch.manual_seed(4)
         decoded = flow.sample(60, z_points, **cloud) * scale
     torch.manual_seed(4)
-    assert torch.equal(model.reconstruct(images, 60, **image), from_image)
+    assert torch.equal(model.reconstruct(images, 60, SamplingOptions(**image)), from_image)
     torch.manual_seed(4)
-    assert torch.equal(model.autoencode(points, 60, **cloud), decoded)
+    assert torch.equal(model.autoencode(points, 60, SamplingOptions(**cloud)), decoded)
     torch.manual_seed(4)
     todays = model.reconstruct(images, 60)
     torch.manual_seed(4)
-    assert torch.equal(model.reconstruct(images, 60, **neutral), todays)
+    assert torch.equal(model.reconstruct(images, 60, SamplingOptions(**neutral)), todays)
     torch.manual_seed(4)
-    assert not torch.equal(model.reconstruct(images, 60, **image), todays)
+    assert not torch.equal(model.reconstruct(images, 60, SamplingOptions(**image)), todays)
     with pytest.raises(ValueError, match=message):
-        model.reconstruct(images, 60, **bad)
+        model.reconstruct(images, 60, SamplingOptions(**bad))
 
 
 def test_autoencode_decodes_the_posterior_mean_of_the_cloud() -> None:
@@ -305,7 +300,7 @@ def test_autoencode_decodes_the_posterior_mean_of_the_cloud() -> None:
         expected = model.generator.flow.sample(70, context=mean, temperature=0.8) * scale
     torch.testing.assert_close(model.posterior_mean(points), mean)
     torch.manual_seed(8)
-    torch.testing.assert_close(model.autoencode(points, 70, temperature=0.8), expected)
+    torch.testing.assert_close(model.autoencode(points, 70, SamplingOptions(0.8)), expected)
     with pytest.raises(ValueError, match="num_points must be a positive integer"):
         model.autoencode(points, 0)
     with pytest.raises(ValueError, match=r"points must have shape \(B, N, 3\)"):
@@ -320,7 +315,7 @@ def test_freevar_base_and_small_encoders_from_the_config() -> None:
     model = FlowGAN(config)
     assert isinstance(model.generator.flow._distribution, FreeVariancePointNormal)
     # The tiny preset's encoders are the small ResNet, the critic's too (small checkpoints).
-    assert isinstance(model.generator.image_encoder.backbone, SmallResNet)
+    assert isinstance(model.generator.prior.encoder.backbone, SmallResNet)
     assert isinstance(model.critic.image_encoder.backbone, SmallResNet)
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
     images, points, target = _batch()

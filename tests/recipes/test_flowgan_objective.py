@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from pcflow.critics import frozen
 from pcflow.recipes.flowgan import FlowGANConfig, critic_objective, generator_objective
-from pcflow.recipes.flowgan.objective import frozen, likelihood_loss
+from pcflow.recipes.flowgan.objective import likelihood_loss
 
 
 class PairCritic(nn.Module):

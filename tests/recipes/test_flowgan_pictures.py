@@ -19,7 +19,8 @@ class Noisy(nn.Module):
         self.weight = nn.Parameter(torch.ones(()))
         self.poisoned = poisoned
 
-    def reconstruct(self, images, num_points, temperature=1.0):
+    def reconstruct(self, images, num_points, sampling=None):
+        temperature = 1.0 if sampling is None else sampling.temperature
         clouds = temperature * torch.randn(images.shape[0], num_points, 3)
         clouds[list(self.poisoned), 0, 0] = float("inf")
         return clouds
@@ -36,10 +37,10 @@ def test_seeded_reconstruction_repeats_and_keeps_the_callers_rng() -> None:
     torch.manual_seed(3)
     images = torch.rand(2, 3, 8, 8)
     state = torch.get_rng_state()
-    first = seeded_reconstruction(Noisy(), images, 20, seed=1, temperature=1.0)
+    first = seeded_reconstruction(Noisy(), images, 20, seed=1)
     assert torch.equal(torch.get_rng_state(), state)
-    assert torch.equal(first, seeded_reconstruction(Noisy(), images, 20, seed=1, temperature=1.0))
-    other = seeded_reconstruction(Noisy(), images, 20, seed=2, temperature=1.0)
+    assert torch.equal(first, seeded_reconstruction(Noisy(), images, 20, seed=1))
+    other = seeded_reconstruction(Noisy(), images, 20, seed=2)
     assert not torch.equal(first, other)
 
 

@@ -12,12 +12,11 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from pcflow.recipes.flowgan import (
-    FlowGANConfig,
+from pcflow.recipes.flowgan import FlowGANConfig, Trainer
+from pcflow.training import (
     NonFiniteLossError,
     ResumableSampler,
     SeededSamples,
-    Trainer,
     capture_rng_state,
     restore_rng_state,
 )
@@ -101,8 +100,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(out: Path, average
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
-    a = whole.generator_optimizer.state_dict()["state"]
-    b = second.generator_optimizer.state_dict()["state"]
+    a = whole.updaters["generator"].optimizer.state_dict()["state"]
+    b = second.updaters["generator"].optimizer.state_dict()["state"]
     for key in a:
         for field in a[key]:
             assert torch.equal(torch.as_tensor(a[key][field]), torch.as_tensor(b[key][field]))
@@ -128,14 +127,14 @@ def test_resume_refuses_another_model(out: Path) -> None:
 def test_nan_guard_skips_steps_then_stops(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = _config("train.max_consecutive_nonfinite=3", "model.adversarial=false")
     trainer = Trainer(config, out, ToyShapes(), progress=False)
-    forward = trainer.model.generator.forward
+    forward = trainer.method.generator_loss.forward
 
     def poisoned(*args, **kwargs):
         terms = forward(*args, **kwargs)
         terms["loss"] = terms["loss"] * float("nan")
         return terms
 
-    monkeypatch.setattr(trainer.model.generator, "forward", poisoned)
+    monkeypatch.setattr(trainer.method.generator_loss, "forward", poisoned)
     batch = next(iter(trainer.loader))
     before = {k: v.clone() for k, v in trainer.model.named_parameters()}
     for expected in (1, 2):
@@ -146,7 +145,7 @@ def test_nan_guard_skips_steps_then_stops(out: Path, monkeypatch: pytest.MonkeyP
     assert all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(NonFiniteLossError, match="3 consecutive steps"):
         trainer.train_step(batch)
-    monkeypatch.setattr(trainer.model.generator, "forward", forward)
+    monkeypatch.setattr(trainer.method.generator_loss, "forward", forward)
     assert trainer.train_step(batch)["skipped"] == 0.0
     assert trainer.state.consecutive_nonfinite == 0 and trainer.state.skipped_steps == 3
 
@@ -183,9 +182,13 @@ def test_adversarial_term_alone_moves_the_flow_only_with_a_critic(
 def test_critic_waits_for_its_warm_up(out: Path) -> None:
     trainer = Trainer(_config("train.critic_warmup_epochs=1"), out, ToyShapes(), progress=False)
     batch = next(iter(trainer.loader))
-    assert not trainer.critic_active() and "critic_loss" not in trainer.train_step(batch)
+    assert not trainer.method.critic_active(
+        trainer.state.epoch
+    ) and "critic_loss" not in trainer.train_step(batch)
     trainer.state.epoch = 1
-    assert trainer.critic_active() and "critic_loss" in trainer.train_step(batch)
+    assert trainer.method.critic_active(
+        trainer.state.epoch
+    ) and "critic_loss" in trainer.train_step(batch)
 
 
 def test_chamfer_term_waits_for_its_warm_up(out: Path) -> None:
@@ -194,9 +197,11 @@ def test_chamfer_term_waits_for_its_warm_up(out: Path) -> None:
         _config("model.adversarial=false", *overrides), out, ToyShapes(), progress=False
     )
     batch = next(iter(trainer.loader))
-    assert not trainer.chamfer_active() and "chamfer" not in trainer.train_step(batch)
+    assert not trainer.method.chamfer_active(
+        trainer.state.epoch
+    ) and "chamfer" not in trainer.train_step(batch)
     trainer.state.epoch = 1
-    assert trainer.chamfer_active()
+    assert trainer.method.chamfer_active(trainer.state.epoch)
     values = trainer.train_step(batch)
     assert values["chamfer"] > 0
     # The logged loss is the likelihood's plus the weighted term, over 32 target points.
@@ -317,14 +322,14 @@ def test_memory_efficient_and_fused_flows_train_the_same(
         flow.fused = fused
         kernel_calls.clear()
         grads = {}
-        step = trainer.generator_optimizer.step
+        step = trainer.updaters["generator"].optimizer.step
 
         def recording_step(*args, step=step, flow=flow, grads=grads, **kwargs):
             # Adam's first step maps every gradient to about +-lr, so compare the gradients.
             grads.update({n: p.grad.clone().double() for n, p in flow.named_parameters()})
             return step(*args, **kwargs)
 
-        trainer.generator_optimizer.step = recording_step
+        trainer.updaters["generator"].optimizer.step = recording_step
         batch = {
             key: value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() else value
             for key, value in next(iter(trainer.loader)).items()
@@ -353,14 +358,14 @@ def test_memory_efficient_and_fused_flows_train_the_same(
 
 def test_nan_generated_cloud_skips_the_step(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trainer = Trainer(_config(), out, ToyShapes(), progress=False)
-    forward = trainer.model.generator.forward
+    forward = trainer.method.generator_loss.forward
 
     def exploding(*args, **kwargs):
         terms = forward(*args, **kwargs)
         terms["fake"] = terms["fake"] * float("inf")
         return terms
 
-    monkeypatch.setattr(trainer.model.generator, "forward", exploding)
+    monkeypatch.setattr(trainer.method.generator_loss, "forward", exploding)
     before = {k: v.clone() for k, v in trainer.model.named_parameters()}
     values = trainer.train_step(next(iter(trainer.loader)))
     assert values["skipped"] == 1.0 and trainer.state.skipped_steps == 1
@@ -431,7 +436,7 @@ def test_the_generator_step_compiles_without_graph_breaks(out: Path) -> None:
     images = trainer.model.prepare_images(batch["image"])
 
     def objective(images, points, target):
-        terms = trainer.generator(images, points, target, target.shape[1])
+        terms = trainer.method.generator_loss(images, points, target, target.shape[1])
         logits = trainer.model.critic(terms["fake"], images)
         return terms["loss"].mean() + generator_loss(logits, kind="lsgan")
 
@@ -449,12 +454,13 @@ class OrderedToyShapes(ToyShapes):
 
 
 def test_validation_samples_are_spread_over_the_categories(out: Path) -> None:
-    from pcflow.recipes.flowgan.evaluation import sample_categories
+    from pcflow.data import sample_categories
+    from pcflow.recipes.flowgan.validation import validation_subset
 
     config = _config("train.batch_size=2", "train.val_batches=2")
     val = OrderedToyShapes(count=16)
     trainer = Trainer(config, out, ToyShapes(count=8), val, progress=False)
-    subset = trainer._validation_subset()
+    subset = validation_subset(val, config)
     # Two batches of two: two samples of each category, not the first four (all "ball").
     assert sorted(sample_categories(subset)) == ["ball", "ball", "rod", "rod"]
     assert trainer.validate()["val_chamfer"] > 0
@@ -484,7 +490,7 @@ def test_logged_steps_report_the_adversarial_share_of_the_flow_gradient(
 def test_training_flushes_subnormals_and_restores_the_setting(
     out: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pcflow.recipes.flowgan.training import flush_denormal_is_on
+    from pcflow.training.trainer import flush_denormal_is_on
 
     config = _config("model.adversarial=false", "train.epochs=1")
     trainer = Trainer(config, out, ToyShapes(), progress=False)
@@ -510,7 +516,10 @@ def test_training_flushes_subnormals_and_restores_the_setting(
 
 def test_adam_runs_fused_on_the_cpu(out: Path) -> None:
     trainer = Trainer(_config(), out, ToyShapes(), progress=False)
-    for optimizer in (trainer.generator_optimizer, trainer.critic_optimizer):
+    for optimizer in (
+        trainer.updaters["generator"].optimizer,
+        trainer.updaters["critic"].optimizer,
+    ):
         assert optimizer is not None and optimizer.param_groups[0]["fused"] is True
     # The same update as torch's loop over the tensors, up to float32 rounding.
     torch.manual_seed(0)
@@ -560,7 +569,9 @@ def test_late_num_points_keep_the_loss_balance_per_point(out: Path) -> None:
     trainer = Trainer(
         _config("model.adversarial=false", *overrides), out, ToyShapes(), progress=False
     )
-    assert trainer.points_scale(32) == 1.0 and trainer.points_scale(48) == pytest.approx(2 / 3)
+    assert trainer.method.points_scale(32) == 1.0 and trainer.method.points_scale(
+        48
+    ) == pytest.approx(2 / 3)
     trainer.train_set.num_points = 48
     batch = next(iter(trainer.loader))
     assert batch["points_target"].shape[1] == 48
@@ -656,7 +667,7 @@ def test_weight_average_decay_is_checked(decay: float) -> None:
 def test_resuming_without_the_average_warns_that_it_is_dropped(out: Path) -> None:
     data = ToyShapes()
     Trainer(_config("optim.ema_decay=0.9"), out, data, progress=False).fit(max_steps=3)
-    with pytest.warns(UserWarning, match=r"averaged weights but optim\.ema_decay is off"):
+    with pytest.warns(UserWarning, match=r"averaged weights but this run keeps no average"):
         Trainer(_config(), out, data, resume=True, progress=False)
 
 

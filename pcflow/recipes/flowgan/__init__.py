@@ -1,13 +1,13 @@
 """FlowGAN (Wei, Vosselman, Yang, BMVC 2022): a point cloud of any size from a single image.
 
-The recipe composes pcflow's parts and has no layers of its own: the DPF-Nets flow decoder
-(`pcflow.flows.dpf_flow`), the PointNet posterior and the ResNet image-conditioned Gaussian
-(`pcflow.encoders`), and the cross-modal critic (`pcflow.critics`). `FlowGANConfig` holds
-every setting (presets ``"quick"``, ``"paper"``, ``"tiny"``), `FlowGAN` is the model,
-the paper's objective is `likelihood_loss`, `generator_objective` and `critic_objective`,
-`Trainer` the resumable, distributed training loop (its collaborators: checkpoints, logs,
-the process group, validation and pictures, each in a module of its own), and
-`evaluate_reconstruction` the paper's metrics. The example programs in ``examples/flowgan/``
+The recipe holds only what is FlowGAN's own: its configuration (`FlowGANConfig`, presets
+``"quick"``, ``"standard"``, ``"paper"``, ``"tiny"``), its networks (`networks`: a
+`pcflow.models.LatentPointFlow` whose prior is the image-conditioned Gaussian, the cross-modal
+critic, the PSGN-style baseline's regressor), its objective (`likelihood_loss`,
+`generator_objective`, `critic_objective`), its training step and warm-ups (`FlowGANMethod`,
+run by `pcflow.training.Trainer`; `Trainer` builds both from a config), its validation, and
+the diagnosis of where its error comes from. Evaluation uses
+`pcflow.metrics.evaluate_reconstruction`. The example programs in ``examples/flowgan/``
 drive them.
 
 Example:
@@ -20,7 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from pcflow.recipes.flowgan.checkpoints import load_model
+from pcflow.recipes.flowgan.checkpoints import load_model, upgrade_weights
 from pcflow.recipes.flowgan.config import (
     PRESETS,
     DataConfig,
@@ -31,19 +31,13 @@ from pcflow.recipes.flowgan.config import (
     OptimConfig,
     TrainConfig,
 )
-from pcflow.recipes.flowgan.data import ResumableSampler, SeededSamples, build_dataset, make_loader
+from pcflow.recipes.flowgan.data import build_dataset
 from pcflow.recipes.flowgan.diagnosis import Diagnosis, diagnose_reconstruction
-from pcflow.recipes.flowgan.evaluation import (
-    MeanCloudBaseline,
-    check_prediction,
-    evaluate_reconstruction,
-    sample_categories,
-    select_per_category,
-)
-from pcflow.recipes.flowgan.images import check_rgb_images, prepare_images
 from pcflow.recipes.flowgan.model import FlowGAN, PSGNBaseline, build_model
-from pcflow.recipes.flowgan.networks import FlowGANGenerator, PSGNGenerator
+from pcflow.recipes.flowgan.networks import PSGNGenerator, build_critic, build_generator
 from pcflow.recipes.flowgan.objective import (
+    GeneratorLoss,
+    PSGNLoss,
     adversarial_gradient_share,
     chamfer_term,
     critic_objective,
@@ -51,51 +45,36 @@ from pcflow.recipes.flowgan.objective import (
     likelihood_loss,
 )
 from pcflow.recipes.flowgan.pictures import draw_reconstructions
-from pcflow.recipes.flowgan.rng import capture_rng_state, restore_rng_state
-from pcflow.recipes.flowgan.state import NonFiniteLossError, TrainState
-from pcflow.recipes.flowgan.tables import METRICS, EvaluationResult, comparison_table
-from pcflow.recipes.flowgan.training import Trainer
+from pcflow.recipes.flowgan.training import FlowGANMethod, Trainer
 
 __all__ = [
-    "METRICS",
     "PRESETS",
     "DataConfig",
     "Diagnosis",
     "EvalConfig",
-    "EvaluationResult",
     "FlowGAN",
     "FlowGANConfig",
-    "FlowGANGenerator",
+    "FlowGANMethod",
+    "GeneratorLoss",
     "LossConfig",
-    "MeanCloudBaseline",
     "ModelConfig",
-    "NonFiniteLossError",
     "OptimConfig",
     "PSGNBaseline",
     "PSGNGenerator",
-    "ResumableSampler",
-    "SeededSamples",
+    "PSGNLoss",
     "TrainConfig",
-    "TrainState",
     "Trainer",
     "adversarial_gradient_share",
+    "build_critic",
     "build_dataset",
+    "build_generator",
     "build_model",
-    "capture_rng_state",
     "chamfer_term",
-    "check_prediction",
-    "check_rgb_images",
-    "comparison_table",
     "critic_objective",
     "diagnose_reconstruction",
     "draw_reconstructions",
-    "evaluate_reconstruction",
     "generator_objective",
     "likelihood_loss",
     "load_model",
-    "make_loader",
-    "prepare_images",
-    "restore_rng_state",
-    "sample_categories",
-    "select_per_category",
+    "upgrade_weights",
 ]

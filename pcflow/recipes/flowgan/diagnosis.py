@@ -11,10 +11,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pcflow.recipes.flowgan.config import EvalConfig
-from pcflow.recipes.flowgan.evaluation import evaluate_reconstruction
-from pcflow.recipes.flowgan.model import FlowGAN
-from pcflow.recipes.flowgan.tables import (
+from pcflow.flows import SamplingOptions
+from pcflow.metrics import evaluate_reconstruction
+from pcflow.metrics.tables import (
     METRICS,
     EvaluationResult,
     markdown_table,
@@ -22,6 +21,8 @@ from pcflow.recipes.flowgan.tables import (
     metric_column,
     settings_note,
 )
+from pcflow.recipes.flowgan.config import EvalConfig
+from pcflow.recipes.flowgan.model import FlowGAN
 
 __all__ = ["Diagnosis", "diagnose_reconstruction"]
 
@@ -92,9 +93,7 @@ def diagnose_reconstruction(
     dataset: Dataset,
     config: EvalConfig | None = None,
     *,
-    temperature: float | None = None,
-    trim: float | None = None,
-    spread: int | None = None,
+    sampling: SamplingOptions | None = None,
     encoder_points: int | None = None,
     split: str = "test",
     progress: bool = True,
@@ -113,10 +112,7 @@ def diagnose_reconstruction(
         model: A `FlowGAN`.
         dataset: The evaluation split (``"points"`` of ``config.num_points`` points).
         config: Evaluation settings; ``None`` for the defaults.
-        temperature: Sampling temperature; ``None`` for ``config.temperature``.
-        trim: Fraction of low-density draws dropped; ``None`` for ``config.trim``.
-        spread: Draws kept per point, thinned by farthest point sampling; ``None`` for
-            ``config.spread``.
+        sampling: How the flow samples both; ``None`` for ``config.sampling``.
         encoder_points: Points of the true cloud given to the point encoder (its first ones);
             ``None`` for ``model.config.data.num_points``, the size it was trained on.
         split: The split's name, recorded in the settings.
@@ -131,16 +127,13 @@ def diagnose_reconstruction(
         raise TypeError(
             f"model must be a FlowGAN (with a point encoder), got {type(model).__name__}"
         )
-    temperature = config.temperature if temperature is None else temperature
-    trim = config.trim if trim is None else trim
-    spread = config.spread if spread is None else spread
-    sampling = {"temperature": temperature, "trim": trim, "spread": spread}
+    sampling = config.sampling if sampling is None else sampling
     count = model.config.data.num_points if encoder_points is None else encoder_points
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"encoder_points must be a positive integer, got {count!r}")
 
     def from_image(batch: dict[str, Any], num_points: int) -> Tensor:
-        return model.reconstruct(batch["image"], num_points, **sampling)
+        return model.reconstruct(batch["image"], num_points, sampling)
 
     from_posterior = _PosteriorDecoder(model, count, sampling)
     results = []
@@ -148,22 +141,27 @@ def diagnose_reconstruction(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             results.append(
-                evaluate_reconstruction(predict, dataset, config, split=split, progress=progress)
+                evaluate_reconstruction(
+                    predict, dataset, **config.protocol(), split=split, progress=progress
+                )
             )
     image, bound = results
     for result in results:
-        result.settings.update(sampling)
+        result.settings.update(sampling.keywords())
+        del result.settings["chunk_size"]
     bound.settings["latent"] = "posterior mean of the true cloud"
     image.settings["latent"] = "image Gaussian's mean"
     distances, norms = _per_category(from_posterior.distances), _per_category(from_posterior.norms)
-    return Diagnosis(image, bound, distances, norms, temperature, trim, spread)
+    return Diagnosis(
+        image, bound, distances, norms, sampling.temperature, sampling.trim, sampling.spread
+    )
 
 
 class _PosteriorDecoder:
     """A predictor for `evaluate_reconstruction`: the flow decodes each true cloud's posterior
     mean; per category, the distances between it and the image latent are recorded."""
 
-    def __init__(self, model: FlowGAN, encoder_points: int, sampling: dict[str, float]) -> None:
+    def __init__(self, model: FlowGAN, encoder_points: int, sampling: SamplingOptions) -> None:
         self.model, self.encoder_points, self.sampling = model, encoder_points, sampling
         self.distances: dict[str, list[float]] = defaultdict(list)
         self.norms: dict[str, list[float]] = defaultdict(list)
@@ -176,7 +174,7 @@ class _PosteriorDecoder:
         for name, distance, norm in zip(batch["category_name"], distances, norms):
             self.distances[name].append(float(distance))
             self.norms[name].append(float(norm))
-        return self.model.autoencode(points, num_points, **self.sampling)
+        return self.model.autoencode(points, num_points, self.sampling)
 
 
 def _per_category(values: dict[str, list[float]]) -> dict[str, float]:

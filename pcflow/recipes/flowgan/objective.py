@@ -9,21 +9,24 @@ samples from the image's latent. The weights ``w`` are `LossConfig`'s.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from pcflow.critics import critic_loss as gan_critic_loss
+from pcflow.critics import frozen, gradient_penalty, r1_penalty
 from pcflow.critics import generator_loss as gan_generator_loss
-from pcflow.critics import gradient_penalty, r1_penalty
-from pcflow.recipes.flowgan.config import LossConfig
+from pcflow.losses import chamfer_distance
+from pcflow.models import LatentPointFlow
+from pcflow.recipes.flowgan.sections import LossConfig
 
 __all__ = [
+    "GeneratorLoss",
+    "PSGNLoss",
     "adversarial_gradient_share",
     "chamfer_term",
     "critic_objective",
-    "frozen",
     "generator_objective",
     "likelihood_loss",
 ]
@@ -186,30 +189,100 @@ def critic_objective(
     return loss
 
 
-@contextlib.contextmanager
-def frozen(critic: nn.Module) -> Iterator[None]:
-    """The critic as a fixed function: no parameter gradients, running statistics kept.
+class GeneratorLoss(nn.Module):
+    """The generator's per-shape loss terms, as one module (what ``DistributedDataParallel``
+    wraps, so that every gradient of a step comes from one forward pass).
 
-    Batch statistics are still used (training mode), but BatchNorm's momentum is set to 0 so
-    its running averages do not move; they must not be restored in place afterwards, since
-    autograd saved them for the backward pass.
+    Arguments:
+        generator: FlowGAN's generator (`pcflow.models.LatentPointFlow` with the image prior).
+        weights: The loss weights.
     """
-    norms = [m for m in critic.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    counts = [
-        None if m.num_batches_tracked is None else m.num_batches_tracked.clone() for m in norms
-    ]
-    flags = [p.requires_grad for p in critic.parameters()]
-    for module in norms:
-        module.momentum = 0.0
-    for parameter in critic.parameters():
-        parameter.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for parameter, flag in zip(critic.parameters(), flags):
-            parameter.requires_grad_(flag)
-        for module, momentum, count in zip(norms, momenta, counts):
-            module.momentum = momentum
-            if count is not None:
-                module.num_batches_tracked.copy_(count)
+
+    def __init__(self, generator: LatentPointFlow, weights: LossConfig) -> None:
+        super().__init__()
+        self.generator, self.weights = generator, weights
+
+    def forward(
+        self,
+        images: Tensor,
+        points: Tensor,
+        points_target: Tensor,
+        num_fake_points: int = 0,
+        chamfer: bool = False,
+        points_scale: float = 1.0,
+    ) -> dict[str, Tensor]:
+        """Compute the per-shape loss terms (and, optionally, generated clouds).
+
+        Arguments:
+            images: Prepared images ``(B, C, S, S)`` (`pcflow.encoders.prepare_images`).
+            points: Clouds ``(B, N, 3)``, the posterior's input.
+            points_target: Clouds ``(B, M, 3)``, an independent sample of the same surfaces,
+                whose likelihood is the target.
+            num_fake_points: If positive, also sample clouds of this many points given the
+                image-conditioned latent (its mean, or a reparameterised draw, as
+                ``loss.adversarial_latent`` says), keeping the graph so that a critic's
+                gradient reaches the flow (and the image encoder with
+                ``loss.adversarial_to_encoder``).
+            chamfer: Add the Chamfer term (`chamfer_term`): ``M`` points sampled at the image
+                Gaussian's mean, the latent of inference, against ``points_target``.
+            points_scale: Factor on the two sums over the target's points (the points' NLL
+                and the Chamfer term), e.g. ``data.num_points / M`` for denser clouds.
+
+        Returns:
+            A dict of ``(B,)`` tensors: ``"nll_points"`` (summed over points and coordinates,
+            at the flow's scale), ``"nll_latent"`` (``-log p(z | image)`` at the posterior
+            sample), ``"entropy"`` (of ``q(z | points)``), ``"chamfer"`` (when asked),
+            ``"loss"`` (their weighted sum), and ``"fake"`` ``(B, num_fake_points, 3)`` at the
+            flow's scale when asked.
+        """
+        weights, flow = self.weights, self.generator.flow
+        terms = self.generator.elbo(points, points_target, condition=images)
+        loss = likelihood_loss(
+            points_scale * terms.nll_points, terms.nll_latent, terms.entropy, weights
+        )
+        result = {
+            "loss": loss,
+            "nll_points": terms.nll_points,
+            "nll_latent": terms.nll_latent,
+            "entropy": terms.entropy,
+        }
+        image_distribution = terms.prior
+        target = self.generator.normalize(points_target)
+        if chamfer and weights.chamfer_weight > 0:
+            cloud = flow.sample(target.shape[1], context=image_distribution.mean)
+            result["chamfer"], _ = chamfer_distance(cloud, target, batch_reduction=None)
+            term = chamfer_term(result["chamfer"], target.shape[1], weights)
+            result["loss"] = loss + points_scale * term
+        if num_fake_points > 0:
+            if weights.adversarial_latent == "mean":
+                z_image = image_distribution.mean
+            else:
+                z_image = image_distribution.rsample()
+            if not weights.adversarial_to_encoder:
+                z_image = z_image.detach()
+            result["fake"] = flow.sample(num_fake_points, context=z_image)
+        return result
+
+
+class PSGNLoss(nn.Module):
+    """The PSGN-style baseline's loss: the Chamfer distance of its regressed cloud to the
+    target, per shape (as one module, for ``DistributedDataParallel``).
+
+    Arguments:
+        generator: The baseline's `PSGNGenerator`.
+        cloud_scale: Clouds are divided by this for training.
+    """
+
+    def __init__(self, generator: nn.Module, cloud_scale: float) -> None:
+        super().__init__()
+        self.generator, self.cloud_scale = generator, cloud_scale
+
+    def forward(
+        self, images: Tensor, points: Tensor, points_target: Tensor, *_: object, **__: object
+    ) -> dict[str, Tensor]:
+        """``{"loss": (B,), "chamfer": (B,)}`` against ``points_target``; the baseline sees only
+        the image (its only loss is a Chamfer distance, a mean over points, whatever the
+        Chamfer weight and the points' scale say)."""
+        target = points_target / self.cloud_scale
+        chamfer, _ = chamfer_distance(self.generator(images), target, batch_reduction=None)
+        return {"loss": chamfer, "chamfer": chamfer}

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pcflow.flows import SamplingOptions
 from pcflow.viz import plot_sample_reconstructions
 
 __all__ = ["draw_reconstructions"]
@@ -21,20 +22,13 @@ def seeded_reconstruction(
     num_points: int,
     *,
     seed: int,
-    temperature: float,
-    trim: float = 0.0,
-    spread: int = 1,
+    sampling: SamplingOptions | None = None,
 ) -> Tensor:
-    """``model.reconstruct(images, num_points, temperature=..., trim=..., spread=...)`` with
-    torch's RNG seeded by ``seed``, leaving the caller's random state as it was (``trim`` and
-    ``spread`` are passed only when set, so that a model whose ``reconstruct`` lacks them draws
-    too)."""
-    extra: dict[str, float] = {"trim": trim} if trim else {}
-    if spread != 1:
-        extra["spread"] = spread
+    """``model.reconstruct(images, num_points, sampling)`` with torch's RNG seeded by
+    ``seed``, leaving the caller's random state as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return model.reconstruct(images, num_points, temperature=temperature, **extra)
+        return model.reconstruct(images, num_points, sampling)
 
 
 def draw_reconstructions(
@@ -44,9 +38,7 @@ def draw_reconstructions(
     *,
     num_points: int,
     seed: int = 0,
-    temperature: float = 1.0,
-    trim: float = 0.0,
-    spread: int = 1,
+    sampling: SamplingOptions | None = None,
     when: str = "",
     **options: Any,
 ) -> Path | None:
@@ -62,9 +54,7 @@ def draw_reconstructions(
         path: The PNG to write.
         num_points: Points per reconstructed cloud.
         seed: Seed of the sampled clouds (the caller's random state is kept).
-        temperature: Scale of the flow's base noise.
-        trim: Fraction of the flow's low-density draws dropped.
-        spread: Draws kept per point, thinned by farthest point sampling.
+        sampling: How the flows sample (`pcflow.flows.SamplingOptions`).
         when: Words placed in the warning, such as ``"at step 40"``.
         **options: Keyword arguments of `pcflow.viz.plot_reconstructions`.
 
@@ -75,10 +65,7 @@ def draw_reconstructions(
     for name, model in models.items():
         device = next(model.parameters()).device
         images = torch.stack([s["image"] for s in samples]).to(device)
-        clouds = seeded_reconstruction(
-            model, images, num_points, seed=seed, temperature=temperature, trim=trim,
-            spread=spread,
-        )  # fmt: skip
+        clouds = seeded_reconstruction(model, images, num_points, seed=seed, sampling=sampling)
         predictions[name] = clouds.cpu()
     finite = torch.stack([torch.isfinite(c).flatten(1).all(1) for c in predictions.values()])
     kept = finite.all(0)

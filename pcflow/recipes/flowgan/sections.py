@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pcflow import training
+from pcflow.flows import SamplingOptions
+
 __all__ = [
     "AdversarialLatent",
     "BaseDistribution",
@@ -201,38 +204,21 @@ class LossConfig:
 
 
 @dataclass
-class OptimConfig:
-    """Adam settings, shared by the generator and the critic (as in the paper).
+class OptimConfig(training.OptimConfig):
+    """Adam settings, shared by the generator and the critic (as in the paper); the fields of
+    `pcflow.training.OptimConfig`, with the quick preset's values, and ``critic_lr``.
+
+    The paper's: ``lr`` 2.56e-4, ``betas`` (0.9, 0.995), AMSGrad, ``weight_decay`` 1e-6, the
+    learning rate times 0.25 after epoch 20, no averaging. ``ema_decay``: measured on the
+    standard preset (three seeds, 0.999 from epoch 24), FlowGAN's CD 3.2% lower on validation
+    and 1.3% on the test split, PSGN-style's 0.95% and 0.3%.
 
     Arguments:
-        lr: Initial learning rate (paper: 2.56e-4).
-        betas: Adam's betas (paper: 0.9, 0.995).
-        amsgrad: Use AMSGrad (paper: yes).
-        weight_decay: L2 weight decay (paper: 1e-6).
-        lr_milestones: Epochs at which the learning rate is multiplied by ``lr_gamma``
-            (paper: 2.56e-4 for 20 epochs, then 6.4e-5, i.e. milestone 20 and gamma 0.25).
-        lr_gamma: Multiplier at each milestone.
         critic_lr: The critic's learning rate; ``None`` for ``lr``.
-        grad_clip_norm: Clip each optimiser's gradient norm to this; ``None`` for no clipping.
-        ema_decay: Keep an exponential moving average of the weights with this decay per step
-            (`pcflow.recipes.flowgan.optimisation.WeightAverage`) from ``ema_from_epoch`` on;
-            ``None`` (the paper's) for none. Validation, ``best.pt`` and ``load_model`` then use
-            the averaged weights; training goes on from the model's own. Measured on the
-            standard preset (three seeds, 0.999 from epoch 24): FlowGAN's CD 3.2% lower on
-            validation and 1.3% on the test split, PSGN-style's 0.95% and 0.3%.
-        ema_from_epoch: The epoch (counted from 0) whose first step starts the average.
     """
 
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.995])
-    amsgrad: bool = True
-    weight_decay: float = 1e-6
     lr_milestones: list[int] = field(default_factory=lambda: [7])
-    lr_gamma: float = 0.25
     critic_lr: float | None = None
-    grad_clip_norm: float | None = 100.0
-    ema_decay: float | None = None
-    ema_from_epoch: int = 0
 
 
 @dataclass
@@ -309,7 +295,16 @@ class EvalConfig:
     spread: int = 1
 
     @property
-    def sampling(self) -> dict[str, float]:
-        """``{"temperature": ..., "trim": ..., "spread": ...}``: the keywords of
-        `FlowGAN.reconstruct` and `FlowGAN.autoencode` that these settings give."""
-        return {"temperature": self.temperature, "trim": self.trim, "spread": self.spread}
+    def sampling(self) -> SamplingOptions:
+        """The `pcflow.flows.SamplingOptions` these settings give."""
+        return SamplingOptions(self.temperature, self.trim, self.spread)
+
+    def protocol(self) -> dict[str, Any]:
+        """The keywords of `pcflow.metrics.evaluate_reconstruction` these settings give."""
+        return {
+            "num_points": self.num_points,
+            "emd_method": self.emd_method,
+            "fscore_threshold": self.fscore_threshold,
+            "batch_size": self.batch_size,
+            "max_per_category": self.max_per_category,
+        }

@@ -5,23 +5,20 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
+from pcflow.data import sample_categories, select_per_category
 from pcflow.losses import chamfer_distance
 from pcflow.metrics import f_score
 from pcflow.recipes.flowgan.config import FlowGANConfig
-from pcflow.recipes.flowgan.data import make_loader
-from pcflow.recipes.flowgan.distributed import ProcessGroup
-from pcflow.recipes.flowgan.evaluation import sample_categories, select_per_category
 from pcflow.recipes.flowgan.pictures import draw_reconstructions
-from pcflow.recipes.flowgan.state import TrainState
+from pcflow.training import make_loader
 
-__all__ = ["RunValidation", "describe", "validate", "validation_subset"]
+__all__ = ["describe", "draw_validation", "validate", "validation_subset"]
 
 
 def validation_subset(dataset: Dataset, config: FlowGANConfig) -> Dataset:
@@ -69,9 +66,9 @@ def validate(
         for batch in loader:
             truth = batch["points"].to(device)
             images = batch["image"].to(device)
-            pred = model.reconstruct(images, truth.shape[1], **sampling)
+            pred = model.reconstruct(images, truth.shape[1], sampling)
             if diagnose:
-                bound = model.autoencode(truth, truth.shape[1], **sampling)
+                bound = model.autoencode(truth, truth.shape[1], sampling)
                 z_posterior = model.posterior_mean(truth)
                 scores["distance"].append((model.image_latent(images) - z_posterior).norm(dim=1))
                 kept = torch.isfinite(bound).flatten(1).all(1)
@@ -119,57 +116,16 @@ def describe(metrics: dict[str, float], epoch: int, step: int) -> str:
     )
 
 
-class RunValidation:
-    """A run's validation after an epoch: `validate`'s metrics (logged and printed), the best
-    metric so far, and ``pictures/epoch_XXX.png``; rank 0 validates, the others wait.
-
-    Arguments:
-        model: The model being trained.
-        dataset: The validation set.
-        config: The run's configuration.
-        device: The model's device.
-        out_dir: The run's folder.
-        group: The training processes.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        dataset: Dataset,
-        config: FlowGANConfig,
-        device: torch.device,
-        out_dir: str | Path,
-        group: ProcessGroup,
-    ) -> None:
-        self.model, self.dataset, self.config, self.device = model, dataset, config, device
-        self.pictures, self.group = Path(out_dir) / "pictures", group
-
-    def __call__(self, state: TrainState, log: Callable[[dict[str, float]], None]) -> bool:
-        """Validate at the end of ``state.epoch``; ``True`` if the Chamfer distance is the
-        best so far (``state.best_metric`` and ``best_epoch`` are updated)."""
-        improved = False
-        if self.group.is_main:
-            metrics = validate(self.model, self.dataset, self.config, self.device)
-            self.group.print(describe(metrics, state.epoch, state.global_step))
-            log(metrics)
-            if metrics["val_chamfer"] < state.best_metric:
-                state.best_metric, state.best_epoch = metrics["val_chamfer"], state.epoch
-                improved = True
-            try:
-                self.picture(self.pictures / f"epoch_{state.epoch:03d}.png", state.global_step)
-            except ImportError as error:  # matplotlib is an optional extra
-                warnings.warn(f"no validation pictures: {error}", stacklevel=2)
-        self.group.barrier()
-        return improved
-
-    def picture(self, path: str | Path, step: int) -> Path | None:
-        """Draw ``train.num_pictures`` validation samples, spread over the set: image |
-        predicted cloud | true cloud, seen from the images' viewpoints (`draw_reconstructions`,
-        which leaves out clouds with NaN or infinite points, with a warning)."""
-        count = min(self.config.train.num_pictures, len(self.dataset))
-        every = max(1, len(self.dataset) // max(count, 1))
-        return draw_reconstructions(
-            {"prediction": self.model}, [self.dataset[i * every] for i in range(count)], path,
-            num_points=self.config.data.num_points, seed=self.config.train.seed,
-            **self.config.eval.sampling, when=f"at step {step}",
-        )  # fmt: skip
+def draw_validation(
+    model: nn.Module, dataset: Dataset, config: FlowGANConfig, path: str | Path, step: int
+) -> Path | None:
+    """Draw ``train.num_pictures`` validation samples, spread over the set: image | predicted
+    cloud | true cloud, seen from the images' viewpoints (`draw_reconstructions`, which leaves
+    out clouds with NaN or infinite points, with a warning)."""
+    count = min(config.train.num_pictures, len(dataset))
+    every = max(1, len(dataset) // max(count, 1))
+    return draw_reconstructions(
+        {"prediction": model}, [dataset[i * every] for i in range(count)], path,
+        num_points=config.data.num_points, seed=config.train.seed,
+        sampling=config.eval.sampling, when=f"at step {step}",
+    )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Single-view reconstruction metrics in the paper's layout, and the mean-cloud baseline."""
+"""Reconstruction metrics per category, in the FlowGAN paper's layout; the mean-cloud baseline."""
 
 from __future__ import annotations
 
@@ -12,78 +12,53 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from pcflow.data import CategorizedShapes
-from pcflow.losses import chamfer_distance
-from pcflow.metrics import earth_movers_distance, f_score
-from pcflow.recipes.flowgan.config import EvalConfig
-from pcflow.recipes.flowgan.tables import METRICS, EvaluationResult
+from pcflow.data.protocol import CategorizedShapes
+from pcflow.data.selection import select_per_category
+from pcflow.metrics.chamfer import chamfer_per_shape
+from pcflow.metrics.emd import earth_movers_distance
+from pcflow.metrics.fscore import f_score
+from pcflow.metrics.tables import METRICS, EvaluationResult
 
-__all__ = [
-    "MeanCloudBaseline",
-    "check_prediction",
-    "evaluate_reconstruction",
-    "sample_categories",
-    "select_per_category",
-]
+__all__ = ["MeanCloudBaseline", "Predictor", "check_prediction", "evaluate_reconstruction"]
 
 Predictor = Callable[[dict[str, Any], int], Tensor]
 """``predict(batch, num_points) -> (B, num_points, 3)``: a method under evaluation."""
-
-
-def select_per_category(dataset: Dataset, limit: int | None) -> list[int]:
-    """Indices of at most ``limit`` samples per category, spread evenly over each category.
-
-    Samples of one object (its views) are contiguous in pcflow's datasets, so even spreading
-    visits as many objects as possible.
-    """
-    by_category: dict[str, list[int]] = defaultdict(list)
-    for index, name in enumerate(sample_categories(dataset)):
-        by_category[name].append(index)
-    chosen = []
-    for indices in by_category.values():
-        if limit is None or len(indices) <= limit:
-            chosen += indices
-        else:
-            positions = np.linspace(0, len(indices) - 1, limit).round().astype(int)
-            chosen += [indices[p] for p in positions]
-    return sorted(chosen)
-
-
-def sample_categories(dataset: Dataset) -> list[str]:
-    """The category name of every sample of ``dataset`` (or of a `Subset` of one).
-
-    A `pcflow.data.CategorizedShapes` dataset answers without loading its samples; any other
-    dataset's samples are loaded for their ``"category_name"``.
-    """
-    if isinstance(dataset, CategorizedShapes):
-        return [dataset.sample_category(i) for i in range(len(dataset))]
-    if isinstance(dataset, Subset) and isinstance(dataset.dataset, CategorizedShapes):
-        return [dataset.dataset.sample_category(int(i)) for i in dataset.indices]
-    return [dataset[i]["category_name"] for i in range(len(dataset))]
 
 
 @torch.no_grad()
 def evaluate_reconstruction(
     predict: Predictor,
     dataset: Dataset,
-    config: EvalConfig | None = None,
     *,
+    num_points: int = 2500,
+    emd_method: str = "auction",
+    fscore_threshold: float = 1e-3,
+    batch_size: int = 16,
+    max_per_category: int | None = None,
     split: str = "test",
     progress: bool = True,
     device: str | torch.device = "cpu",
 ) -> EvaluationResult:
-    """Evaluate single-view reconstruction: CD, EMD and F-score per category and their mean.
+    """Evaluate reconstruction: CD, EMD and F-score per category and their mean.
 
-    Each sample's prediction of ``config.num_points`` points is compared with the sample's
+    Each sample's prediction of ``num_points`` points is compared with the sample's
     ``"points"`` (which must hold as many points) at unit scale, with the conventions of the
-    FlowGAN paper's evaluation (see `EvaluationResult`).
+    FlowGAN paper's evaluation code (see `EvaluationResult`): the Chamfer distance of
+    `chamfer_per_shape`, the EMD of `earth_movers_distance`, the F-score on squared distances;
+    per category, then the mean over categories.
 
     Arguments:
         predict: ``predict(batch, num_points) -> (B, num_points, 3)``, given a collated batch
-            (``"image"``, ``"category_name"``, ...); e.g.
+            (``"image"``, ``"points"``, ``"category_name"``, ...); e.g.
             ``lambda batch, n: model.reconstruct(batch["image"], n)``.
         dataset: The evaluation split.
-        config: Evaluation settings; ``None`` for the defaults.
+        num_points: Points predicted per shape and compared with as many true points (FlowGAN:
+            2,500).
+        emd_method: `earth_movers_distance`'s method.
+        fscore_threshold: F-score threshold on squared distances (FlowGAN's code: 1e-3).
+        batch_size: Shapes per batch.
+        max_per_category: At most this many samples per category, spread over each category
+            (`pcflow.data.select_per_category`); ``None`` for all.
         split: The split's name, recorded in the settings.
         progress: Show a progress bar.
         device: Where the metrics are computed.
@@ -91,25 +66,33 @@ def evaluate_reconstruction(
     Returns:
         An `EvaluationResult`.
     """
-    config = EvalConfig() if config is None else config
-    indices = select_per_category(dataset, config.max_per_category)
+    indices = select_per_category(dataset, max_per_category)
     if not indices:
         raise ValueError("the evaluation dataset is empty")
-    loader = DataLoader(Subset(dataset, indices), batch_size=config.batch_size, shuffle=False)
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False)
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
         truth = batch["points"].to(device)
-        pred = predict(batch, config.num_points).to(device=device, dtype=truth.dtype)
-        check_prediction(pred, truth, batch["category_name"], config.num_points)
-        chamfer, _ = chamfer_distance(pred, truth, batch_reduction=None)
-        emd = earth_movers_distance(pred, truth, method=config.emd_method)
-        fscore = f_score(pred, truth, threshold=config.fscore_threshold, squared=True).f_score
+        pred = predict(batch, num_points).to(device=device, dtype=truth.dtype)
+        check_prediction(pred, truth, batch["category_name"], num_points)
+        chamfer = chamfer_per_shape(pred, truth)
+        emd = earth_movers_distance(pred, truth, method=emd_method)
+        fscore = f_score(pred, truth, threshold=fscore_threshold, squared=True).f_score
         for name, c, e, f in zip(batch["category_name"], chamfer, emd, fscore):
             sums[name]["CD"] += float(c)
             sums[name]["EMD"] += float(e)
             sums[name]["F-score"] += float(f)
             sums[name]["count"] += 1
-    return _result(sums, config, split)
+    settings = {
+        "split": split,
+        "num_points": num_points,
+        "emd_method": emd_method,
+        "fscore_threshold": fscore_threshold,
+        "fscore_distances": "squared",
+        "chamfer": "squared distances, mean per direction, summed",
+        "mean": "over categories",
+    }
+    return _result(sums, settings)
 
 
 def check_prediction(pred: Tensor, truth: Tensor, names: Sequence[str], num_points: int) -> None:
@@ -128,7 +111,7 @@ def check_prediction(pred: Tensor, truth: Tensor, names: Sequence[str], num_poin
     if truth.shape[1] != num_points:
         raise ValueError(
             f"the evaluation data holds {truth.shape[1]} points per shape but "
-            f"eval.num_points is {num_points}; build it with as many points"
+            f"num_points is {num_points}; build it with as many points"
         )
     if pred.shape != truth.shape:
         raise ValueError(
@@ -143,22 +126,13 @@ def check_prediction(pred: Tensor, truth: Tensor, names: Sequence[str], num_poin
         )
 
 
-def _result(sums: dict[str, dict[str, float]], config: EvalConfig, split: str) -> EvaluationResult:
+def _result(sums: dict[str, dict[str, float]], settings: dict[str, Any]) -> EvaluationResult:
     per_category = {
         name: {**{m: values[m] / values["count"] for m in METRICS}, "count": values["count"]}
         for name, values in sorted(sums.items())
     }
     mean = {m: float(np.mean([v[m] for v in per_category.values()])) for m in METRICS}
     mean["count"] = float(sum(v["count"] for v in per_category.values()))
-    settings = {
-        "split": split,
-        "num_points": config.num_points,
-        "emd_method": config.emd_method,
-        "fscore_threshold": config.fscore_threshold,
-        "fscore_distances": "squared",
-        "chamfer": "squared distances, mean per direction, summed",
-        "mean": "over categories",
-    }
     return EvaluationResult(per_category, mean, settings)
 
 

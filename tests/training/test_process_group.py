@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pcflow.recipes.flowgan.distributed import ProcessGroup
+from pcflow.training import ProcessGroup
 
 
 def test_a_single_process_is_its_own_group() -> None:

@@ -1,4 +1,4 @@
-"""One network's optimiser, learning-rate schedule and gradient scaler, and its guarded update."""
+"""Optimisation: a network's guarded update, and the moving average of its weights."""
 
 from __future__ import annotations
 
@@ -6,47 +6,129 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pcflow.recipes.flowgan.config import FlowGANConfig, OptimConfig
-from pcflow.recipes.flowgan.distributed import ProcessGroup
+from pcflow.training.distributed import ProcessGroup
 
-__all__ = ["Updater", "WeightAverage"]
+__all__ = ["OptimConfig", "Updater", "WeightAverage"]
+
+
+@dataclass
+class OptimConfig:
+    """Adam with a multi-step learning-rate schedule, gradient clipping and weight averaging.
+
+    Arguments:
+        lr: Initial learning rate.
+        betas: Adam's betas.
+        amsgrad: Use AMSGrad.
+        weight_decay: L2 weight decay.
+        lr_milestones: Epochs at which the learning rate is multiplied by ``lr_gamma``.
+        lr_gamma: Multiplier at each milestone.
+        grad_clip_norm: Clip each optimiser's gradient norm to this; ``None`` for no clipping.
+        ema_decay: Keep an exponential moving average of the weights with this decay per step
+            (`WeightAverage`) from ``ema_from_epoch`` on; ``None`` for none. Validation,
+            ``best.pt`` and loading a model then use the averaged weights; training goes on
+            from the model's own.
+        ema_from_epoch: The epoch (counted from 0) whose first step starts the average.
+    """
+
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.995])
+    amsgrad: bool = True
+    weight_decay: float = 1e-6
+    lr_milestones: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.25
+    grad_clip_norm: float | None = 100.0
+    ema_decay: float | None = None
+    ema_from_epoch: int = 0
+
+    def check(self, section: str = "optim") -> None:
+        """Check the ranges that types do not say.
+
+        Raises:
+            ValueError: Naming the key (``section.name``) out of range.
+        """
+        if not self.lr > 0:
+            raise ValueError(f"config key '{section}.lr' must be positive, got {self.lr!r}")
+        if any(item < 1 for item in self.lr_milestones):
+            raise ValueError(
+                f"config key '{section}.lr_milestones' must hold positive integers, "
+                f"got {self.lr_milestones!r}"
+            )
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ValueError(
+                f"config key '{section}.betas' must be two numbers in [0, 1), got {self.betas!r}"
+            )
+        if not self.lr_gamma > 0:
+            raise ValueError(
+                f"config key '{section}.lr_gamma' must be positive, got {self.lr_gamma!r}"
+            )
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(
+                f"config key '{section}.ema_decay' must be in (0, 1) or null, "
+                f"got {self.ema_decay!r}"
+            )
 
 
 class Updater:
-    """Adam (the paper's settings), a multi-step schedule and a gradient scaler for ``module``.
+    """One network's optimiser, learning-rate schedule and gradient scaler, and its guarded step.
 
     `step` back-propagates a loss and updates the weights unless the loss or the clipped
-    gradient norm is not finite (the same decision on every process).
+    gradient norm is not finite (the same decision on every process). `adam` builds the usual
+    one from an `OptimConfig`.
 
     Arguments:
         module: The network it updates.
-        optim: Adam's settings, the schedule, the gradient clipping.
-        lr: The initial learning rate.
+        optimizer: The optimiser of ``module``'s parameters.
+        scheduler: A learning-rate schedule stepped once per epoch (`end_epoch`), or ``None``.
+        clip_norm: Clip the gradient norm to this; ``None`` for no clipping.
         scale_gradients: Use a CUDA gradient scaler (float16 mixed precision).
         group: The training processes.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 1)
+        >>> updater = Updater.adam(net, OptimConfig(lr=0.1))
+        >>> ok, norm = updater.step(net(torch.ones(1, 3)).sum())
+        >>> ok
+        True
     """
 
     def __init__(
         self,
         module: nn.Module,
-        optim: OptimConfig,
-        lr: float,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         *,
+        clip_norm: float | None = None,
         scale_gradients: bool = False,
         group: ProcessGroup | None = None,
     ) -> None:
-        self.module = module
-        self.clip_norm = optim.grad_clip_norm
+        self.module, self.optimizer, self.scheduler = module, optimizer, scheduler
+        self.clip_norm = clip_norm
         self.group = group or ProcessGroup()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=scale_gradients)
+
+    @classmethod
+    def adam(
+        cls,
+        module: nn.Module,
+        optim: OptimConfig,
+        *,
+        lr: float | None = None,
+        scale_gradients: bool = False,
+        group: ProcessGroup | None = None,
+    ) -> Updater:
+        """Adam as ``optim`` says (``lr`` overrides ``optim.lr``), with its multi-step schedule
+        and gradient clipping."""
         parameters = list(module.parameters())
-        self.optimizer = torch.optim.Adam(
+        optimizer = torch.optim.Adam(
             parameters,
-            lr=lr,
+            lr=optim.lr if lr is None else lr,
             betas=tuple(optim.betas),
             amsgrad=optim.amsgrad,
             weight_decay=optim.weight_decay,
@@ -54,25 +136,13 @@ class Updater:
             # torch would otherwise take the loop, 19 ms of a quick-preset step become 5.
             fused=_fusable(parameters),
         )
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(optim.lr_milestones), gamma=optim.lr_gamma
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(optim.lr_milestones), gamma=optim.lr_gamma
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=scale_gradients)
-
-    @classmethod
-    def for_model(
-        cls, model: nn.Module, config: FlowGANConfig, device: torch.device, group: ProcessGroup
-    ) -> tuple[Updater, Updater | None]:
-        """The generator's and (``None`` without one) the critic's updaters of a FlowGAN or
-        PSGN-style model, with ``optim.critic_lr`` for the critic, and gradient scaling for
-        float16 mixed precision on CUDA."""
-        optim = config.optim
-        scale = config.train.mixed_precision and device.type == "cuda"
-        generator = cls(model.generator, optim, optim.lr, scale_gradients=scale, group=group)
-        if model.critic is None:
-            return generator, None
-        lr = optim.critic_lr or optim.lr
-        return generator, cls(model.critic, optim, lr, scale_gradients=scale, group=group)
+        return cls(
+            module, optimizer, scheduler, clip_norm=optim.grad_clip_norm,
+            scale_gradients=scale_gradients, group=group,
+        )  # fmt: skip
 
     @property
     def lr(self) -> float:
@@ -106,8 +176,10 @@ class Updater:
 
     def end_epoch(self) -> None:
         """Advance the learning-rate schedule by one epoch."""
+        if self.scheduler is None:
+            return
         with warnings.catch_warnings():
-            # During the critic's warm-up its optimiser has not stepped yet.
+            # During a warm-up (a critic's) the optimiser may not have stepped yet.
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
             self.scheduler.step()
 
@@ -115,14 +187,15 @@ class Updater:
         """The optimiser's, the schedule's and the scaler's states."""
         return {
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
 
 

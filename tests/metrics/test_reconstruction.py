@@ -1,5 +1,5 @@
-"""Evaluation: metrics per category against brute-force references, the mean-cloud baseline,
-and the tables."""
+"""Reconstruction evaluation: metrics per category against brute-force references, the
+mean-cloud baseline, and the tables."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from torch.utils.data import Dataset
 
-from pcflow.recipes.flowgan import (
-    EvalConfig,
+from pcflow.data import sample_categories, select_per_category
+from pcflow.metrics import (
     EvaluationResult,
     MeanCloudBaseline,
     comparison_table,
-    diagnose_reconstruction,
     evaluate_reconstruction,
-    select_per_category,
 )
 
 
@@ -63,8 +61,9 @@ def test_metrics_per_category_match_brute_force() -> None:
         noise = torch.sin(torch.arange(num_points * 3, dtype=torch.float32)).view(num_points, 3)
         return batch["points"] + shift + 0.02 * noise
 
-    config = EvalConfig(num_points=20, batch_size=5, fscore_threshold=1e-3)
-    result = evaluate_reconstruction(predict, data, config, progress=False)
+    result = evaluate_reconstruction(
+        predict, data, num_points=20, batch_size=5, fscore_threshold=1e-3, progress=False
+    )
     expected = {name: [] for name in Clouds.names}
     for index in range(len(data)):
         sample = data[index]
@@ -87,7 +86,7 @@ def test_metrics_per_category_match_brute_force() -> None:
 
 def test_perfect_prediction() -> None:
     result = evaluate_reconstruction(
-        lambda batch, n: batch["points"], Clouds(), EvalConfig(num_points=20), progress=False
+        lambda batch, n: batch["points"], Clouds(), num_points=20, progress=False
     )
     assert result.mean["CD"] == 0 and result.mean["EMD"] == pytest.approx(0, abs=1e-7)
     assert result.mean["F-score"] == 1
@@ -101,15 +100,14 @@ def test_select_per_category_spreads_over_objects() -> None:
 
 def test_evaluation_errors() -> None:
     data = Clouds()
-    with pytest.raises(ValueError, match=r"eval\.num_points is 30"):
-        evaluate_reconstruction(
-            lambda b, n: b["points"], data, EvalConfig(num_points=30), progress=False
-        )
+    with pytest.raises(ValueError, match=r"num_points is 30"):
+        evaluate_reconstruction(lambda b, n: b["points"], data, num_points=30, progress=False)
     with pytest.raises(ValueError, match=r"predict returned shape \(4, 19, 3\)"):
         evaluate_reconstruction(
             lambda b, n: b["points"][:, :19],
             data,
-            EvalConfig(num_points=20, batch_size=4),
+            num_points=20,
+            batch_size=4,
             progress=False,
         )
 
@@ -146,53 +144,6 @@ def test_tables() -> None:
     assert text.count("**mean**") == 3  # one table per metric
 
 
-def test_diagnosis_on_the_tiny_preset() -> None:
-    from pcflow.recipes.flowgan import FlowGAN, FlowGANConfig, build_model
-
-    config = FlowGANConfig.preset("tiny")
-    torch.manual_seed(0)
-    model = FlowGAN(config).eval()
-    with torch.no_grad():  # an image head far from the posterior: the two latents differ
-        model.generator.image_head.linear.bias.add_(3.0)
-    data = Clouds(num_points=config.data.num_points)
-    eval_config = EvalConfig(num_points=config.data.num_points, batch_size=5)
-    diagnosis = diagnose_reconstruction(
-        model, data, eval_config, temperature=0.9, progress=False, seed=3
-    )
-
-    # The image half is evaluate_reconstruction of reconstruct; the bound, of autoencode.
-    def image(batch: dict, n: int) -> torch.Tensor:
-        return model.reconstruct(batch["image"], n, temperature=0.9)
-
-    def bound(batch: dict, n: int) -> torch.Tensor:
-        return model.autoencode(batch["points"], n, temperature=0.9)
-
-    for predict, result in ((image, diagnosis.image), (bound, diagnosis.bound)):
-        torch.manual_seed(3)
-        expected = evaluate_reconstruction(predict, data, eval_config, progress=False)
-        assert result.per_category == expected.per_category
-    assert diagnosis.image.mean["CD"] != diagnosis.bound.mean["CD"]
-    # Latent distances, sample by sample, by hand.
-    distances: dict[str, list[float]] = {name: [] for name in Clouds.names}
-    for index in range(len(data)):
-        sample = data[index]
-        with torch.no_grad():
-            z_image = model.image_distribution(sample["image"][None]).mean[0]
-        z_posterior = model.posterior_mean(sample["points"][None])[0]
-        distances[sample["category_name"]].append(float((z_image - z_posterior).norm()))
-    for name, values in distances.items():
-        assert diagnosis.latent_distance[name] == pytest.approx(np.mean(values), rel=1e-5)
-    assert diagnosis.latent_distance["mean"] == pytest.approx(
-        np.mean([np.mean(v) for v in distances.values()]), rel=1e-5
-    )
-    assert diagnosis.temperature == 0.9 and diagnosis.bound.settings["temperature"] == 0.9
-    table = diagnosis.table()
-    assert "bound" in table and "latent distance" in table and "**mean**" in table
-    psgn = build_model(config.with_overrides(["model.decoder=psgn"]))
-    with pytest.raises(TypeError, match="model must be a FlowGAN"):
-        diagnose_reconstruction(psgn, data, eval_config, progress=False)
-
-
 class CategorizedClouds(Clouds):
     """`Clouds` that answers `pcflow.data.CategorizedShapes` and refuses to load samples, so
     the test sees that selection and the baseline do not load them."""
@@ -216,7 +167,6 @@ def test_categorized_datasets_answer_without_loading_samples() -> None:
     from torch.utils.data import Subset
 
     from pcflow.data import CategorizedShapes
-    from pcflow.recipes.flowgan import sample_categories
 
     data = CategorizedClouds()
     assert isinstance(data, CategorizedShapes) and not isinstance(Clouds(), CategorizedShapes)

@@ -1,4 +1,4 @@
-"""FlowGAN's image input: checks on RGB images, and the encoders' normalised grey + RGB input."""
+"""The image encoders' input: checks on RGB images, and the normalised grey + RGB input."""
 
 from __future__ import annotations
 

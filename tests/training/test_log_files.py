@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pcflow.recipes.flowgan.logs import CsvLog, RunLog
+from pcflow.training import CsvLog, RunLog
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

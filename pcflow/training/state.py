@@ -22,7 +22,8 @@ class TrainState:
         global_step: Training steps done in total.
         skipped_steps: Steps skipped because of a non-finite loss or gradient.
         consecutive_nonfinite: Such steps in a row, up to now.
-        best_metric: Best validation Chamfer distance so far (``inf`` before any).
+        best_metric: Best value so far of the validation metric that picks ``best.pt`` (lower
+            is better; ``inf`` before any).
         best_epoch: Epoch of ``best_metric`` (-1 before any).
         finished: Whether the run reached its last epoch.
     """
@@ -51,6 +52,6 @@ class TrainState:
         if self.consecutive_nonfinite >= limit:
             raise NonFiniteLossError(
                 f"{self.consecutive_nonfinite} consecutive steps had a non-finite loss "
-                f"or gradient (step {self.global_step}, last values {values}); lower "
-                "optim.lr, set optim.grad_clip_norm, or turn off train.mixed_precision"
+                f"or gradient (step {self.global_step}, last values {values}); lower the "
+                "learning rate, clip the gradient norm, or turn off mixed precision"
             )

@@ -8,15 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from pcflow.recipes.flowgan import FlowGANConfig
-from pcflow.recipes.flowgan.optimisation import Updater
+from pcflow.training import OptimConfig, Updater
 
 
 def _updater(*overrides: str) -> tuple[nn.Linear, Updater]:
     torch.manual_seed(0)
     module = nn.Linear(3, 2)
-    optim = FlowGANConfig().with_overrides(list(overrides)).optim
-    return module, Updater(module, optim, optim.lr)
+    settings = {}
+    for item in overrides:
+        key, value = item.removeprefix("optim.").split("=")
+        settings[key] = None if value == "null" else eval(value)
+    return module, Updater.adam(module, OptimConfig(**settings))
 
 
 def test_a_step_matches_adam_with_the_configured_settings() -> None:
