@@ -27,15 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from common import (
-    add_sampling_arguments,
-    command_line_program,
-    evaluation_dataset,
-    sampling_settings,
-)
+from common import evaluation_dataset
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from pcflow.cli import add_sampling_arguments, command_line_program, sampling_settings
 from pcflow.losses import chamfer_distance
 from pcflow.metrics import Predictor, check_prediction
 from pcflow.recipes.flowgan import load_model

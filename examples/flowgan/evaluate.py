@@ -32,14 +32,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from common import (
+
+from pcflow.cli import (
     add_sampling_arguments,
     add_set_argument,
     check_output_folder,
     command_line_program,
     sampling_settings,
 )
-
 from pcflow.data import select_per_category
 from pcflow.flows import SamplingOptions
 from pcflow.metrics import MeanCloudBaseline, comparison_table, evaluate_reconstruction

@@ -22,14 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from common import (
+from PIL import Image, UnidentifiedImageError
+
+from pcflow.cli import (
     add_sampling_arguments,
     check_sampling_arguments,
     command_line_program,
     sampling_settings,
 )
-from PIL import Image, UnidentifiedImageError
-
 from pcflow.io import write_ply
 from pcflow.recipes.flowgan import load_model
 from pcflow.utils import CheckpointError

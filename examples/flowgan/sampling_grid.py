@@ -27,10 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from common import check_sampling_arguments, evaluation_dataset
+from common import evaluation_dataset
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from pcflow.cli import check_sampling_arguments
 from pcflow.flows import num_draws, select_draws
 from pcflow.metrics import evaluate_reconstruction
 from pcflow.recipes.flowgan import FlowGAN, load_model

@@ -29,8 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 import torch.distributed as dist
-from common import add_config_arguments, check_output_folder, command_line_program, resolve_config
 
+from pcflow.cli import (
+    add_config_arguments,
+    check_output_folder,
+    command_line_program,
+    resolve_config,
+)
 from pcflow.recipes.flowgan import FlowGANConfig, Trainer, build_dataset
 from pcflow.training import check_run_folder
 from pcflow.utils import CheckpointError, load_checkpoint
@@ -39,7 +44,7 @@ from pcflow.utils import CheckpointError, load_checkpoint
 @command_line_program
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_arguments(parser)
+    add_config_arguments(parser, list(FlowGANConfig.PRESETS))
     parser.add_argument("--out", type=Path, default=Path("runs/flowgan"), help="output folder")
     parser.add_argument(
         "--resume",
@@ -135,8 +140,8 @@ def _config(args: argparse.Namespace, rank: int) -> FlowGANConfig:
         except (KeyError, TypeError) as error:
             raise CheckpointError(f"{last} holds an incompatible config: {error}") from error
         args.config = None
-        return resolve_config(args, base)
-    return resolve_config(args)
+        return resolve_config(args, FlowGANConfig, base)
+    return resolve_config(args, FlowGANConfig)
 
 
 if __name__ == "__main__":

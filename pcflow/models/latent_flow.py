@@ -177,16 +177,14 @@ class LatentPointFlow(nn.Module):
         posterior = self.posterior(points)
         z = posterior.rsample()
         prior = None
-        if hasattr(self.prior, "distribution"):
-            prior = (
-                self.prior.distribution(z.shape[0])
-                if condition is None and isinstance(self.prior, StandardNormalPrior)
-                else self.prior.distribution(condition)
-            )
-            nll_latent = -prior.log_prob(z)
-        else:
-            nll_latent = -self.prior.log_prob(z, condition)
+        if isinstance(self.prior, StandardNormalPrior):
+            prior = self.prior.distribution(z.shape[0])
+        elif hasattr(self.prior, "distribution"):
+            prior = self.prior.distribution(condition)
+        # The terms in this order: autograd sums the gradients reaching z in the reverse order of
+        # their creation, so another order would change the last bits of a training run.
         nll_points = -self.flow.log_prob(self.normalize(target), context=z)
+        nll_latent = -(self.prior.log_prob(z, condition) if prior is None else prior.log_prob(z))
         return ELBOTerms(z, posterior, nll_points, nll_latent, posterior.entropy(), prior)
 
     # ------------------------------------------------------------------ inference

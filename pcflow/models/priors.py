@@ -54,7 +54,10 @@ class StandardNormalPrior(nn.Module):
     def sample(self, num_shapes: int, condition: Tensor | None = None) -> Tensor:
         """``num_shapes`` latents ``(num_shapes, L)``."""
         _no_condition(condition)
-        return torch.randn(num_shapes, self.latent_features, device=self._reference.device)
+        reference = self._reference
+        return torch.randn(
+            num_shapes, self.latent_features, device=reference.device, dtype=reference.dtype
+        )
 
 
 class FlowPrior(nn.Module):

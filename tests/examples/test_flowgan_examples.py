@@ -335,7 +335,8 @@ def test_user_errors_become_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from PIL.Image import DecompressionBombError
 
-    common = _example("common")
+    from pcflow import cli as common
+
     cases = [
         (OSError(errno.ENOSPC, "No space left on device", "runs/x/log.csv"), "error: No space"),
         (DecompressionBombError("Image size (1 pixels) exceeds limit"), "error: Image size"),
@@ -370,13 +371,15 @@ def test_preset_files_are_written_from_the_presets(tmp_path: Path) -> None:
 
 
 def test_a_yaml_file_applies_over_the_preset(tmp_path: Path) -> None:
-    common = _example("common")
+    from pcflow import cli as common
+    from pcflow.recipes.flowgan import FlowGANConfig
+
     train = _example("train")
     (tmp_path / "more.yaml").write_text("data:\n  synthetic:\n    objects_per_category: 4\n")
     parser = argparse.ArgumentParser()
-    common.add_config_arguments(parser)
+    common.add_config_arguments(parser, list(FlowGANConfig.PRESETS))
     args = parser.parse_args(["--preset", "tiny", "--config", str(tmp_path / "more.yaml")])
-    config = common.resolve_config(args)
+    config = common.resolve_config(args, FlowGANConfig)
     # Nested sections merge key by key: the tiny preset's other synthetic settings stay.
     assert config.data.synthetic["objects_per_category"] == 4
     assert config.data.synthetic["categories"] == ["mug", "table"]
@@ -447,25 +450,22 @@ def test_sampling_floor_is_the_distance_between_two_samples_of_one_surface(
 
 
 def test_sampling_arguments_default_to_the_checkpoints_settings() -> None:
+    from pcflow import cli as common
+    from pcflow.flows import SamplingOptions
     from pcflow.recipes.flowgan import EvalConfig
 
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        common = _example("common")
-    finally:
-        sys.path.remove(str(EXAMPLES))
     parser = argparse.ArgumentParser()
     common.add_sampling_arguments(parser)
     saved = EvalConfig(temperature=0.9, trim=0.1, spread=2)
     settings = common.sampling_settings
-    assert settings(parser.parse_args([]), saved) == {"temperature": 0.9, "trim": 0.1, "spread": 2}
+    assert settings(parser.parse_args([]), saved) == SamplingOptions(0.9, 0.1, 2)
     given = parser.parse_args(["--trim", "0", "--temperature", "1", "--spread", "1"])
-    assert settings(given, saved) == {"temperature": 1.0, "trim": 0.0, "spread": 1}
+    assert settings(given, saved) == SamplingOptions()
     for bad, message in [
         (["--trim", "1"], r"--trim must be a number in \[0, 1\), got 1.0"),
         (["--trim", "nan"], r"--trim must be a number in \[0, 1\), got nan"),
-        (["--temperature", "inf"], "--temperature must be a positive number, got inf"),
-        (["--spread", "-1"], "--spread must be 1 or more, got -1"),
+        (["--temperature", "inf"], "--temperature must be a positive finite number, got inf"),
+        (["--spread", "-1"], "--spread must be a positive int, got -1"),
     ]:
         with pytest.raises(ValueError, match=message):
             settings(parser.parse_args(bad), saved)
@@ -475,8 +475,12 @@ def test_sampling_grid_rejects_bad_settings(capsys: pytest.CaptureFixture) -> No
     grid = _example("sampling_grid")
     cases = {
         ("--trim", "0", "1"): "error: --trim must be a number in [0, 1), got 1.0",
-        ("--spread", "1", "0"): "error: --spread must be 1 or more, got 0",
-        ("--temperature", "1", "0"): "error: --temperature must be a positive number, got 0.0",
+        ("--spread", "1", "0"): "error: --spread must be a positive int, got 0",
+        (
+            "--temperature",
+            "1",
+            "0",
+        ): "error: --temperature must be a positive finite number, got 0.0",
     }
     for bad, message in cases.items():
         assert grid.main(["--checkpoint", "missing.pt", "--out", "x.json", *bad]) == 2

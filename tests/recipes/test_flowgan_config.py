@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import typing
@@ -119,11 +120,12 @@ def _alias_bomb(levels: int) -> str:
 def test_yaml_alias_bomb_is_refused_at_once() -> None:
     # 9^8 = 43 million strings once expanded: minutes and gigabytes without the guard.
     start = time.perf_counter()
-    with pytest.raises(ValueError, match=r"aliases expand to [\d,]+ nodes"):
+    with pytest.raises(ValueError, match=r"aliases expand to more than 100,000 nodes"):
         FlowGANConfig.from_yaml(_alias_bomb(7)).with_overrides([])
     with pytest.raises(ValueError, match="aliases expand"):
         FlowGANConfig().with_overrides([f"data.options.bomb={_alias_bomb(7)!s}"])
-    assert time.perf_counter() - start < 5
+    # Counting stops at the limit: refused within a second however deep the nesting.
+    assert time.perf_counter() - start < 1
 
 
 def test_yaml_aliases_of_normal_size_and_recursive_ones() -> None:
@@ -178,7 +180,8 @@ def test_gan_kinds_allowed_by_the_config_are_the_losses_kinds() -> None:
 
 def _literal_settings() -> list[tuple[str, tuple]]:
     settings = []
-    for section, cls in typing.get_type_hints(FlowGANConfig).items():
+    for field in dataclasses.fields(FlowGANConfig):
+        section, cls = field.name, typing.get_type_hints(FlowGANConfig)[field.name]
         for name, hint in typing.get_type_hints(cls).items():
             if typing.get_origin(hint) is typing.Literal:
                 settings.append((f"{section}.{name}", typing.get_args(hint)))

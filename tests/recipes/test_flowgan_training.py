@@ -211,7 +211,7 @@ def test_chamfer_term_waits_for_its_warm_up(out: Path) -> None:
     unweighted = Trainer(
         _config("loss.chamfer_weight=0"), out / "zero", ToyShapes(), progress=False
     )
-    assert not unweighted.chamfer_active()
+    assert not unweighted.method.chamfer_active(0)
 
 
 def test_bfloat16_mixed_precision_step(out: Path) -> None:
@@ -581,7 +581,7 @@ def test_late_num_points_keep_the_loss_balance_per_point(out: Path) -> None:
     assert values["total_loss"] == pytest.approx(points * 32 / 48 + latent, rel=1e-4)
     # Without late_num_points a 48-point batch is weighed as it comes.
     plain = Trainer(_config("model.adversarial=false"), out / "plain", ToyShapes(), progress=False)
-    assert plain.points_scale(48) == 1.0
+    assert plain.method.points_scale(48) == 1.0
 
 
 def test_late_num_points_are_checked(out: Path) -> None:
