@@ -1,6 +1,6 @@
 """Write the presets' YAML files, examples/flowgan/configs/<preset>.yaml, from their one source.
 
-The presets' values live in `pcflow.recipes.flowgan.presets`; these files show them written
+The presets' values live in `pcflow/recipes/flowgan/presets/*.yaml`; these files show them written
 out, as a starting point for a config of one's own. After editing a preset:
 
     python examples/flowgan/write_configs.py           # rewrite the files

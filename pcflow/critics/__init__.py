@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pcflow.critics.cross_modal import CrossModalCritic
+from pcflow.critics.diagnostics import adversarial_gradient_share
 from pcflow.critics.frozen import frozen
 from pcflow.critics.gan_losses import (
     GAN_LOSS_KINDS,
@@ -15,6 +16,7 @@ from pcflow.critics.gan_losses import (
 __all__ = [
     "GAN_LOSS_KINDS",
     "CrossModalCritic",
+    "adversarial_gradient_share",
     "critic_loss",
     "frozen",
     "generator_loss",

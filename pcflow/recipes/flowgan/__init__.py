@@ -38,7 +38,6 @@ from pcflow.recipes.flowgan.networks import PSGNGenerator, build_critic, build_g
 from pcflow.recipes.flowgan.objective import (
     GeneratorLoss,
     PSGNLoss,
-    adversarial_gradient_share,
     chamfer_term,
     critic_objective,
     generator_objective,
@@ -64,7 +63,6 @@ __all__ = [
     "PSGNLoss",
     "TrainConfig",
     "Trainer",
-    "adversarial_gradient_share",
     "build_critic",
     "build_dataset",
     "build_generator",

@@ -14,8 +14,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from pcflow.critics import (
+    adversarial_gradient_share,  # noqa: F401 (part of the objective's API)
+    frozen,
+    gradient_penalty,
+    r1_penalty,
+)
 from pcflow.critics import critic_loss as gan_critic_loss
-from pcflow.critics import frozen, gradient_penalty, r1_penalty
 from pcflow.critics import generator_loss as gan_generator_loss
 from pcflow.losses import chamfer_distance
 from pcflow.models import LatentPointFlow
@@ -24,7 +29,6 @@ from pcflow.recipes.flowgan.sections import LossConfig
 __all__ = [
     "GeneratorLoss",
     "PSGNLoss",
-    "adversarial_gradient_share",
     "chamfer_term",
     "critic_objective",
     "generator_objective",
@@ -108,44 +112,6 @@ def generator_objective(
         fake_logits = critic(terms["fake"], images).float()
     adversarial = gan_generator_loss(fake_logits, kind=weights.gan_kind)
     return loss + weights.adversarial_weight * adversarial, adversarial
-
-
-def adversarial_gradient_share(
-    flow: nn.Module, likelihood: Tensor, adversarial: Tensor
-) -> dict[str, Tensor]:
-    """How much of the flow's gradient the adversarial term makes.
-
-    The gradients of the likelihood part of `generator_objective` and of its weighted
-    adversarial term with respect to the flow's parameters, taken separately (the graph is kept
-    for the step's own backward pass)::
-
-        share = |g_adversarial| / (|g_adversarial| + |g_likelihood|)
-
-    0 when the critic does not move the flow, 0.5 when both pull as hard, 1 when only it does.
-
-    Arguments:
-        flow: The point flow ``p(X | z)``.
-        likelihood: The scalar ``mean_B L_VAE`` (with the Chamfer term when it applies).
-        adversarial: The scalar ``w_adversarial * L_GAN^G``.
-
-    Returns:
-        ``{"flow_grad_norm_likelihood", "flow_grad_norm_adversarial",
-        "adversarial_grad_share"}``, scalars.
-    """
-    parameters = [p for p in flow.parameters() if p.requires_grad]
-
-    def norm(loss: Tensor) -> Tensor:
-        grads = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
-        squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
-        return torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
-
-    likelihood_norm, adversarial_norm = norm(likelihood), norm(adversarial)
-    return {
-        "flow_grad_norm_likelihood": likelihood_norm,
-        "flow_grad_norm_adversarial": adversarial_norm,
-        "adversarial_grad_share": adversarial_norm
-        / (adversarial_norm + likelihood_norm).clamp_min(1e-30),
-    }
 
 
 def critic_objective(

@@ -12,13 +12,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pcflow import training
+from pcflow.critics import adversarial_gradient_share
 from pcflow.recipes.flowgan.checkpoints import check_same_setup, upgrade_weights
 from pcflow.recipes.flowgan.config import FlowGANConfig
 from pcflow.recipes.flowgan.model import FlowGAN, build_model
 from pcflow.recipes.flowgan.objective import (
     GeneratorLoss,
     PSGNLoss,
-    adversarial_gradient_share,
     critic_objective,
     generator_objective,
 )
