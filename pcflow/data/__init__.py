@@ -22,6 +22,7 @@ from pcflow.data.pascal3d import PASCAL3D_CLASSES, Pascal3D
 from pcflow.data.protocol import CategorizedShapes
 from pcflow.data.shapenet import R2N2_SYNSETS, SORTED_80_20, ShapeNetR2N2, load_image_rgba
 from pcflow.data.synthetic import (
+    SYNTHETIC_POINTS,
     SyntheticConfig,
     SyntheticShapes,
     generate_synthetic_dataset,
@@ -44,6 +45,7 @@ __all__ = [
     "R2N2_SYNSETS",
     "SHAPENET_CORE55_SYNSETS",
     "SORTED_80_20",
+    "SYNTHETIC_POINTS",
     "CategorizedShapes",
     "ColorJitter",
     "Compose",
