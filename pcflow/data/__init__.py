@@ -6,10 +6,17 @@ Every dataset returns the same sample: a dict with ``"image"`` float32 ``(3, H, 
 int and ``"camera"`` (``"intrinsics"`` ``(3, 3)``, ``"extrinsics"`` ``(3, 4)`` world-to-camera,
 OpenCV convention; see :mod:`pcflow.data.camera`), except where the data stores no camera
 (the renderings in DPF-Nets' HDF5 files, `DPFNetsShapeNet`).
+
+Methods that need no images pass ``images=False`` to any dataset (or to `build_dataset`): one
+sample per object, without ``"image"``, ``"mask"``, ``"view"`` and ``"camera"``, and no image
+is read or rendered. `build_dataset` makes a dataset from a `DataConfig`: the built-in data
+(generated once per user under `cache_dir`), a DPF-Nets file, or a data folder.
 """
 
 from __future__ import annotations
 
+from pcflow.data.build import DATA_LAYOUTS, DataConfig, build_dataset
+from pcflow.data.cache import LEGACY_CACHE, cache_dir, synthetic_root
 from pcflow.data.camera import (
     intrinsics_matrix,
     look_at_extrinsics,
@@ -17,6 +24,7 @@ from pcflow.data.camera import (
     project_points,
     r2n2_camera,
 )
+from pcflow.data.concat import ConcatShapes
 from pcflow.data.dpfnets import SHAPENET_CORE55_SYNSETS, DPFNetsShapeNet
 from pcflow.data.pascal3d import PASCAL3D_CLASSES, Pascal3D
 from pcflow.data.protocol import CategorizedShapes
@@ -41,6 +49,8 @@ from pcflow.data.transforms import (
 )
 
 __all__ = [
+    "DATA_LAYOUTS",
+    "LEGACY_CACHE",
     "PASCAL3D_CLASSES",
     "R2N2_SYNSETS",
     "SHAPENET_CORE55_SYNSETS",
@@ -49,7 +59,9 @@ __all__ = [
     "CategorizedShapes",
     "ColorJitter",
     "Compose",
+    "ConcatShapes",
     "DPFNetsShapeNet",
+    "DataConfig",
     "NormalizePoints",
     "Pascal3D",
     "RandomBackground",
@@ -59,6 +71,8 @@ __all__ = [
     "SubsamplePoints",
     "SyntheticConfig",
     "SyntheticShapes",
+    "build_dataset",
+    "cache_dir",
     "generate_synthetic_dataset",
     "intrinsics_matrix",
     "load_image_rgba",
@@ -69,4 +83,5 @@ __all__ = [
     "r2n2_camera",
     "render_mesh",
     "subsample_points",
+    "synthetic_root",
 ]
