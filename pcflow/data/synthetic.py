@@ -172,7 +172,8 @@ SYNTHETIC_POINTS = SyntheticConfig(
 )
 """The points-only synthetic data for generation (PointFlow's protocol needs a generated and a
 reference set of equal size): all seven categories, 400 train, 50 val and 100 test objects
-each, 10,000 surface points per object (subsample 2,048 for the protocol), no renderings.
+each, 10,000 surface points per object (subsample 2,048 for the protocol), no renderings:
+about 0.1 s of CPU and 0.14 MB of disk per object, 6 CPU-minutes and 530 MB in all.
 Read it with ``SyntheticShapes(root, split, config=SYNTHETIC_POINTS, images=False)``. The first
 60 objects of each category are the default `SyntheticConfig`'s (same seeds, same points) in
 other splits: do not test a model trained on one dataset on the other's test split."""
