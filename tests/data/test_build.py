@@ -80,6 +80,17 @@ def test_a_folder_of_flowgan_pairs_is_all_its_categories(pairs) -> None:
     points_only = build_dataset(data, "train", sample_seed=0, images=False)
     assert len(points_only) == 3 and "image" not in points_only[2]
     assert torch.equal(points_only[2]["points"], train[4]["points"])  # first view's points
+    # Objects come part after part; each is its file's object.
+    airplanes = DPFNetsShapeNet(folder / f"ShapeNet_{AIRPLANE}_meshes.h5", "train", num_points=50)
+    assert np.array_equal(train.object_points(0), airplanes.object_points(0))
+    assert np.array_equal(train.object_points(2), chairs.object_points(1))
+    with pytest.raises(IndexError, match=r"object 3 out of range for 3 objects"):
+        train.object_points(3)
+    with pytest.raises(IndexError, match=r"index 6 out of range for 6 samples"):
+        train[6]
+    assert torch.equal(train[-1]["points"], train[5]["points"])
+    with pytest.raises(ValueError, match=r"at least one dataset, got none"):
+        ConcatShapes([])
     with pytest.raises(ValueError, match=r"names 'car', but .* holds the pairs of \['airplane'"):
         build_dataset(dataclasses.replace(data, categories=["car"]), "train")
 
