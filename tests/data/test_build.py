@@ -208,6 +208,21 @@ def test_synthetic_points_is_points_only(tmp_path: Path) -> None:
         build_dataset(data, "test")
 
 
+def test_the_recipe_builds_through_the_library(tmp_path: Path) -> None:
+    from pcflow.recipes import flowgan
+
+    assert flowgan.DataConfig is DataConfig and flowgan.config.DataConfig is DataConfig
+    config = flowgan.FlowGANConfig.preset("tiny")
+    config.data = dataclasses.replace(config.data, root=str(tmp_path), synthetic=TINY.to_dict(),
+                                      num_points=16, options={"num_workers": 0})  # fmt: skip
+    config.train.seed = 5
+    evaluation = flowgan.build_dataset(config, "test", evaluation=True, progress=False)
+    library = build_dataset(config.data, "test", sample_seed=5, progress=False)
+    assert evaluation.root == library.root == tmp_path and len(evaluation) == len(library) == 1
+    assert torch.equal(evaluation[0]["points"], library[0]["points"])
+    assert not torch.equal(evaluation[0]["points"], evaluation[0]["points_target"])
+
+
 def test_no_library_module_imports_a_recipe() -> None:
     package = Path(pcflow.__file__).parent
     for path in sorted(package.rglob("*.py")):
