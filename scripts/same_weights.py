@@ -26,14 +26,16 @@ from pcflow.utils import load_checkpoint
 def _differences(a: dict, b: dict) -> list[str]:
     found = []
     for key in ("model", "average"):
-        if a.get(key) is None and b.get(key) is None:
+        if a.get(key) is None or b.get(key) is None:
+            if (a.get(key) is None) != (b.get(key) is None):
+                found.append(f"{key}: in one run only")
             continue
         left, right = upgrade_weights(a[key]), upgrade_weights(b[key])
         if left.keys() != right.keys():
             found.append(f"{key}: other names")
         found += [f"{key}.{n}" for n in left if n in right and not torch.equal(left[n], right[n])]
     for key in ("generator_optimizer", "critic_optimizer"):
-        if a.get(key) is None:
+        if a.get(key) is None or b.get(key) is None:
             continue
         for index, state in a[key]["state"].items():
             other = b[key]["state"][index]
