@@ -1,148 +1,16 @@
-"""Train FlowGAN (or its flow-only ablation, or the PSGN-style baseline) from a preset or config.
+"""Train FlowGAN: ``pcflow-flowgan train``, run from a checkout.
 
-Examples:
-
-    # the quick preset on the built-in synthetic data (generated on first use)
-    python examples/flowgan/train.py --preset quick --out runs/quick
-    # continue a killed run exactly where it stopped
-    python examples/flowgan/train.py --preset quick --out runs/quick --resume
-    # the flow-only ablation and the PSGN-style baseline, same budget
-    python examples/flowgan/train.py --out runs/flow-only --set model.adversarial=false
-    python examples/flowgan/train.py --out runs/psgn --set model.decoder=psgn
-    # the paper's settings on ShapeNet, 2 processes (GPUs, or CPU with gloo)
-    torchrun --nproc_per_node 2 examples/flowgan/train.py --preset paper --data /data/shapenet \\
-        --out runs/paper
-
-Outputs in --out: config.yaml, checkpoints/last.pt and best.pt, log.csv, tensorboard/,
-pictures/epoch_XXX.png.
+The program is `pcflow.recipes.flowgan.cli.train`: a pip install runs it as
+``pcflow-flowgan train`` or ``python -m pcflow.recipes.flowgan train``, and this
+file runs the same program with the same flags (``--help`` lists them).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import torch
-import torch.distributed as dist
-
-from pcflow.cli import (
-    add_config_arguments,
-    check_output_folder,
-    command_line_program,
-    resolve_config,
-)
-from pcflow.recipes.flowgan import FlowGANConfig, Trainer, build_dataset
-from pcflow.training import check_run_folder
-from pcflow.utils import CheckpointError, load_checkpoint
-
-
-@command_line_program
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_arguments(parser, list(FlowGANConfig.PRESETS))
-    parser.add_argument("--out", type=Path, default=Path("runs/flowgan"), help="output folder")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from OUT/checkpoints/last.pt (its config, with --set applied over it)",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start again in an OUT that holds a run, deleting its checkpoints, logs, pictures "
-        "and eval/ (without it, or --resume, such an OUT is refused)",
-    )
-    parser.add_argument(
-        "--max-steps",
-        type=int,
-        default=None,
-        help="stop after this many steps in total, writing last.pt (as if interrupted)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument(
-        "--save-rank-weights",
-        action="store_true",
-        help="at the end, every process writes its weights to OUT/rank_weights/rank<R>.pt "
-        "(to check that distributed ranks stayed in sync)",
-    )
-    args = parser.parse_args(argv)
-
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    rank = dist.get_rank() if distributed else 0
-    try:
-        config = _config(args, rank)
-        check_run_folder(args.out, resume=args.resume, overwrite=args.overwrite)
-        if rank == 0:
-            check_output_folder(args.out)
-            print(f"[train] output folder {args.out}", file=sys.stderr)
-        # Rank 0 generates the synthetic data (first use); the others wait, then read it.
-        if rank == 0:
-            train_set = build_dataset(config, "train", progress=not args.no_progress)
-            val_set = build_dataset(config, "val", evaluation=True, progress=False)
-        if distributed:
-            dist.barrier()
-        if rank != 0:
-            train_set = build_dataset(config, "train", progress=False)
-            val_set = build_dataset(config, "val", evaluation=True, progress=False)
-        if len(val_set) == 0:
-            val_set = None
-        trainer = Trainer(
-            config, args.out, train_set, val_set, resume=args.resume, overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )  # fmt: skip
-        started = time.perf_counter()
-        state = trainer.fit(max_steps=args.max_steps)
-        if args.save_rank_weights:
-            path = args.out / "rank_weights" / f"rank{rank}.pt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(trainer.model.state_dict(), path)
-        if rank == 0:
-            best = (
-                f"best val Chamfer {state.best_metric:.5f} (epoch {state.best_epoch})"
-                if state.best_epoch >= 0
-                else "not validated yet"
-            )
-            print(
-                f"[train] step {state.global_step}, epoch {state.epoch}/{config.train.epochs} "
-                f"done, {time.perf_counter() - started:.0f} s; skipped steps "
-                f"{state.skipped_steps}; {best}; checkpoints in {args.out / 'checkpoints'}",
-                file=sys.stderr,
-            )
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    finally:
-        if distributed:
-            dist.destroy_process_group()
-    return 0
-
-
-def _config(args: argparse.Namespace, rank: int) -> FlowGANConfig:
-    last = args.out / "checkpoints" / "last.pt"
-    if args.resume and last.exists():
-        saved = load_checkpoint(last, required_keys=("config",))
-        if (args.preset or args.config) and rank == 0:
-            print(
-                "[train] --resume: the settings come from the checkpoint "
-                "(--preset/--config ignored, --set applied)",
-                file=sys.stderr,
-            )
-        try:
-            base = FlowGANConfig.from_dict(saved["config"])
-        except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{last} holds an incompatible config: {error}") from error
-        args.config = None
-        return resolve_config(args, FlowGANConfig, base)
-    return resolve_config(args, FlowGANConfig)
-
+from pcflow.recipes.flowgan.cli.train import *  # noqa: F403 (the program's names, for scripts and tests)
+from pcflow.recipes.flowgan.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())
