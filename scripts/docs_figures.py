@@ -143,6 +143,7 @@ def figure_reconstructions(
     from pcflow.data import select_per_category
     from pcflow.flows import SamplingOptions
     from pcflow.recipes import flowgan
+    from pcflow.viz import draw_reconstructions
 
     model = flowgan.load_model(checkpoint)
     # Ground truth as dense as the prediction (training may use fewer points per cloud).
@@ -151,7 +152,7 @@ def figure_reconstructions(
     picks = [data[i] for i in select_per_category(data, 1)]
     settings = {**model.config.eval.sampling.keywords(), **sampling}
     # The picture every evaluation writes, with FlowGAN alone: two examples a row.
-    flowgan.draw_reconstructions(
+    draw_reconstructions(
         {"FlowGAN": model}, picks, target, num_points=2500, seed=0,
         sampling=SamplingOptions(**settings), examples_per_row=2, point_size=0.8, dpi=80,
     )  # fmt: skip

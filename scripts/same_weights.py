@@ -30,7 +30,8 @@ def _differences(a: dict, b: dict) -> list[str]:
             if (a.get(key) is None) != (b.get(key) is None):
                 found.append(f"{key}: in one run only")
             continue
-        left, right = upgrade_weights(a[key]), upgrade_weights(b[key])
+        decoder = a["config"]["model"]["decoder"]
+        left, right = upgrade_weights(a[key], decoder), upgrade_weights(b[key], decoder)
         if left.keys() != right.keys():
             found.append(f"{key}: other names")
         found += [f"{key}.{n}" for n in left if n in right and not torch.equal(left[n], right[n])]

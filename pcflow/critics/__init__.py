@@ -12,14 +12,17 @@ from pcflow.critics.gan_losses import (
     gradient_penalty,
     r1_penalty,
 )
+from pcflow.critics.objectives import critic_objective, generator_objective
 
 __all__ = [
     "GAN_LOSS_KINDS",
     "CrossModalCritic",
     "adversarial_gradient_share",
     "critic_loss",
+    "critic_objective",
     "frozen",
     "generator_loss",
+    "generator_objective",
     "gradient_penalty",
     "r1_penalty",
 ]

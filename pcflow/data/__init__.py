@@ -28,7 +28,7 @@ from pcflow.data.concat import ConcatShapes
 from pcflow.data.dpfnets import SHAPENET_CORE55_SYNSETS, DPFNetsShapeNet
 from pcflow.data.pascal3d import PASCAL3D_CLASSES, Pascal3D
 from pcflow.data.protocol import CategorizedShapes
-from pcflow.data.selection import sample_categories, select_per_category
+from pcflow.data.selection import sample_categories, select_per_category, spread_subset
 from pcflow.data.shapenet import R2N2_SYNSETS, SORTED_80_20, ShapeNetR2N2, load_image_rgba
 from pcflow.data.synthetic import (
     SYNTHETIC_POINTS,
@@ -85,6 +85,7 @@ __all__ = [
     "render_mesh",
     "sample_categories",
     "select_per_category",
+    "spread_subset",
     "subsample_points",
     "synthetic_root",
 ]

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset, Subset
 
 from pcflow.data.protocol import CategorizedShapes
 
-__all__ = ["sample_categories", "select_per_category"]
+__all__ = ["sample_categories", "select_per_category", "spread_subset"]
 
 
 def select_per_category(dataset: Dataset, limit: int | None) -> list[int]:
@@ -42,3 +42,13 @@ def sample_categories(dataset: Dataset) -> list[str]:
     if isinstance(dataset, Subset) and isinstance(dataset.dataset, CategorizedShapes):
         return [dataset.dataset.sample_category(int(i)) for i in dataset.indices]
     return [dataset[i]["category_name"] for i in range(len(dataset))]
+
+
+def spread_subset(dataset: Dataset, count: int | None) -> Dataset:
+    """About ``count`` samples of ``dataset`` spread evenly over its categories (at least
+    ``count``: as many per category, rounded up), so that a metric on them weighs every
+    category, not just the first ones of a category-ordered split; all of it for ``None``."""
+    if count is None:
+        return dataset
+    categories = len(set(sample_categories(dataset)))
+    return Subset(dataset, select_per_category(dataset, -(-count // max(categories, 1))))

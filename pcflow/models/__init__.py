@@ -1,4 +1,5 @@
-"""Latent-variable models built from the parts: encoder, Gaussian head, point flow and prior."""
+"""Models built from the parts: the latent point flow (encoder, Gaussian head, point flow, prior)
+and the PSGN-style point-set regressor."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pcflow.models.priors import (
     LatentPrior,
     StandardNormalPrior,
 )
+from pcflow.models.regressor import PointSetRegressor
 
 __all__ = [
     "ConditionalGaussianPrior",
@@ -16,6 +18,7 @@ __all__ = [
     "FlowPrior",
     "LatentPointFlow",
     "LatentPrior",
+    "PointSetRegressor",
     "StandardNormalPrior",
     "evaluating",
 ]

@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
+from pcflow.utils import CheckpointError
+
 __all__ = ["RunConfig", "build", "load_yaml"]
 
 _MAX_YAML_NODES = 100_000
@@ -330,6 +332,29 @@ class RunConfig:
                 raise KeyError(f"override {item!r} names a section; give section.key=value")
             node[parts[-1]] = load_yaml(raw, f"override {item!r}")
         return type(self).from_dict(values)
+
+    def check_resumable(self, saved: dict[str, Any], sections: tuple[str, ...], path: Any) -> None:
+        """Refuse to resume a run whose saved config (``saved``, a checkpoint's) differs from
+        this one in any of ``sections``.
+
+        Raises:
+            CheckpointError: Naming ``path``, the section and the settings that
+                differ.
+        """
+        before = type(self).from_dict(saved)
+        for section in sections:
+            old = dataclasses.asdict(getattr(before, section))
+            new = dataclasses.asdict(getattr(self, section))
+            if old != new:
+                changes = ", ".join(
+                    f"{k}: {old[k]!r} in the checkpoint, {new.get(k)!r} now"
+                    for k in old
+                    if old[k] != new.get(k)
+                )
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} was trained with another {section!r} section "
+                    f"({changes}); resume with the same configuration"
+                )
 
     def _value(self, key: str) -> Any:
         node: Any = self

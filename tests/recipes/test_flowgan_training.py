@@ -463,7 +463,7 @@ def test_validation_samples_are_spread_over_the_categories(out: Path) -> None:
     subset = validation_subset(val, config)
     # Two batches of two: two samples of each category, not the first four (all "ball").
     assert sorted(sample_categories(subset)) == ["ball", "ball", "rod", "rod"]
-    assert trainer.validate()["val_chamfer"] > 0
+    assert trainer.method.validate(val, trainer.context())["val_chamfer"] > 0
 
 
 @pytest.mark.parametrize(

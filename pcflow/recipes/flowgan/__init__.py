@@ -1,14 +1,9 @@
 """FlowGAN (Wei, Vosselman, Yang, BMVC 2022): a point cloud of any size from a single image.
 
-The recipe holds only what is FlowGAN's own: its configuration (`FlowGANConfig`, presets
-``"quick"``, ``"standard"``, ``"paper"``, ``"tiny"``), its networks (`networks`: a
-`pcflow.models.LatentPointFlow` whose prior is the image-conditioned Gaussian, the cross-modal
-critic, the PSGN-style baseline's regressor), its objective (`likelihood_loss`,
-`generator_objective`, `critic_objective`), its training step and warm-ups (`FlowGANMethod`,
-run by `pcflow.training.Trainer`; `Trainer` builds both from a config), its validation, and
-the diagnosis of where its error comes from. Evaluation uses
-`pcflow.metrics.evaluate_reconstruction`. The example programs in ``examples/flowgan/``
-drive them.
+Only what is FlowGAN's own: its config and presets (`FlowGANConfig`), its networks (a
+`pcflow.models.LatentPointFlow` whose prior is the image Gaussian, the cross-modal critic, the
+PSGN-style baseline), its objective, its step and warm-ups (`FlowGANMethod`, run by
+`pcflow.training.Trainer`), validation and diagnosis; programs in `cli` (``pcflow-flowgan``).
 
 Example:
     >>> import torch
@@ -34,16 +29,13 @@ from pcflow.recipes.flowgan.config import (
 from pcflow.recipes.flowgan.data import build_dataset
 from pcflow.recipes.flowgan.diagnosis import Diagnosis, diagnose_reconstruction
 from pcflow.recipes.flowgan.model import FlowGAN, PSGNBaseline, build_model
-from pcflow.recipes.flowgan.networks import PSGNGenerator, build_critic, build_generator
+from pcflow.recipes.flowgan.networks import build_critic, build_generator, build_psgn
 from pcflow.recipes.flowgan.objective import (
     GeneratorLoss,
     PSGNLoss,
     chamfer_term,
-    critic_objective,
-    generator_objective,
     likelihood_loss,
 )
-from pcflow.recipes.flowgan.pictures import draw_reconstructions
 from pcflow.recipes.flowgan.training import FlowGANMethod, Trainer
 
 __all__ = [
@@ -59,7 +51,6 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "PSGNBaseline",
-    "PSGNGenerator",
     "PSGNLoss",
     "TrainConfig",
     "Trainer",
@@ -67,11 +58,9 @@ __all__ = [
     "build_dataset",
     "build_generator",
     "build_model",
+    "build_psgn",
     "chamfer_term",
-    "critic_objective",
     "diagnose_reconstruction",
-    "draw_reconstructions",
-    "generator_objective",
     "likelihood_loss",
     "load_model",
     "upgrade_weights",

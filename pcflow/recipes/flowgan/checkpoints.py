@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -14,23 +12,25 @@ from pcflow.recipes.flowgan.model import FlowGAN, PSGNBaseline, build_model
 from pcflow.training import load_weights
 from pcflow.utils import CheckpointError, load_checkpoint
 
-__all__ = ["check_same_setup", "load_model", "upgrade_weights"]
+__all__ = ["load_model", "upgrade_weights"]
 
 _RENAMED = {
-    "generator.image_encoder.": "generator.prior.encoder.",
-    "generator.image_head.": "generator.prior.head.",
+    "flow": {
+        "generator.image_encoder.": "generator.prior.encoder.",
+        "generator.image_head.": "generator.prior.head.",
+    },
+    "psgn": {"generator.image_encoder.": "generator.encoder."},
 }
-"""Weights renamed when the generator became a `pcflow.models.LatentPointFlow` (its image
-Gaussian is the prior): old name prefix -> new."""
+"""Weights renamed when the generators became `pcflow.models.LatentPointFlow` (its image
+Gaussian is the prior) and `pcflow.models.PointSetRegressor`: decoder -> old prefix -> new."""
 
 
 def upgrade_weights(weights: dict[str, Tensor], decoder: str = "flow") -> dict[str, Tensor]:
-    """A FlowGAN state dict of any pcflow version, with the current names."""
-    if decoder != "flow":
-        return weights
+    """A FlowGAN (``decoder="flow"``) or PSGN-style (``"psgn"``) state dict of any pcflow
+    version, with the current names."""
     upgraded = {}
     for name, value in weights.items():
-        for old, new in _RENAMED.items():
+        for old, new in _RENAMED[decoder].items():
             if name.startswith(old):
                 name = new + name[len(old) :]
                 break
@@ -68,25 +68,3 @@ def load_model(
     weights = averaged if averaged is not None else state["model"]
     load_weights(model, upgrade_weights(weights, config.model.decoder), path)
     return model.eval()
-
-
-def check_same_setup(saved: dict[str, Any], config: FlowGANConfig, path: str | Path) -> None:
-    """Refuse to resume a run whose ``model`` or ``loss`` section differs from ``config``'s.
-
-    Raises:
-        CheckpointError: Naming the section and the settings that differ.
-    """
-    before = FlowGANConfig.from_dict(saved)
-    for section in ("model", "loss"):
-        old = dataclasses.asdict(getattr(before, section))
-        new = dataclasses.asdict(getattr(config, section))
-        if old != new:
-            changes = ", ".join(
-                f"{k}: {old[k]!r} in the checkpoint, {new.get(k)!r} now"
-                for k in old
-                if old[k] != new.get(k)
-            )
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} was trained with another {section!r} section "
-                f"({changes}); resume with the same configuration"
-            )

@@ -101,12 +101,10 @@ def diagnose_reconstruction(
 ) -> Diagnosis:
     """Evaluate a FlowGAN's reconstruction from images next to its autoencoding bound.
 
-    For every sample, the flow decodes two latents: the image Gaussian's mean (what
-    `FlowGAN.reconstruct` does) and the posterior mean of the sample's true cloud
-    (`FlowGAN.autoencode`). Both are scored with `evaluate_reconstruction`'s metrics, and the
-    distance between the two latents is averaged per category. A bound about as bad as the
-    image reconstruction says the decoder holds the model back; a good bound with a large
-    latent distance says the image encoder does.
+    The flow decodes the image Gaussian's mean (`FlowGAN.reconstruct`) and the true cloud's
+    posterior mean (`FlowGAN.autoencode`), both scored by `evaluate_reconstruction`, with the
+    distance between the two latents per category. A bound as bad as the image's says the
+    decoder holds the model back; a good bound far from the image latent, the image encoder.
 
     Arguments:
         model: A `FlowGAN`.

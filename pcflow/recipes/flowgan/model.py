@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from pcflow._checks import check_points
+from pcflow._checks import check_points, check_same_batch
 from pcflow.encoders import DiagonalGaussian, prepare_images
 from pcflow.flows import SamplingOptions
-from pcflow.models import evaluating
+from pcflow.models import PointSetRegressor, evaluating
 from pcflow.recipes.flowgan.config import FlowGANConfig
-from pcflow.recipes.flowgan.networks import PSGNGenerator, build_critic, build_generator
+from pcflow.recipes.flowgan.networks import build_critic, build_generator, build_psgn
 from pcflow.recipes.flowgan.objective import GeneratorLoss, PSGNLoss
 
 __all__ = ["FlowGAN", "PSGNBaseline", "build_model"]
@@ -69,8 +68,9 @@ class FlowGAN(nn.Module):
         W)`` and clouds ``(B, N, 3)``; ``points_target`` ``None`` uses ``points``; ``options``
         are `GeneratorLoss`'s (``num_fake_points``, ``chamfer``, ``points_scale``)."""
         target = points if points_target is None else points_target
-        check_clouds("points", points, len(images))
-        check_clouds("points_target", target, len(images))
+        for name, clouds in (("points", points), ("points_target", target)):
+            check_points(name, clouds, 3)
+            check_same_batch(name, clouds, "images", images)
         loss = GeneratorLoss(self.generator, self.config.loss)
         return loss(self.prepare_images(images), points, target, **options)
 
@@ -150,8 +150,9 @@ class PSGNBaseline(nn.Module):
             raise ValueError(
                 f"PSGNBaseline needs model.decoder='psgn', got {config.model.decoder!r}"
             )
-        points = config.model.psgn_points or config.eval.num_points
-        self.generator = PSGNGenerator(config.model, points)
+        self.generator = build_psgn(
+            config.model, config.model.psgn_points or config.eval.num_points
+        )
 
     prepare_images = FlowGAN.prepare_images
 
@@ -160,7 +161,7 @@ class PSGNBaseline(nn.Module):
     ) -> dict[str, Tensor]:
         """The baseline's loss terms (`PSGNLoss`), as `FlowGAN.generator_terms`."""
         target = points if points_target is None else points_target
-        check_clouds("points_target", target, len(images))
+        check_same_batch("points_target", target, "images", images)
         loss = PSGNLoss(self.generator, self.config.model.cloud_scale)
         return loss(self.prepare_images(images), points, target, **options)
 
@@ -170,16 +171,9 @@ class PSGNBaseline(nn.Module):
         """Predict clouds ``(B, num_points, 3)``; the fixed set is resampled (with repeats if
         ``num_points`` exceeds it) when ``num_points`` differs from its size. ``sampling``
         does not apply (there is no flow)."""
-        if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
-            raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
         with evaluating(self):
             clouds = self.generator(self.prepare_images(images))
-        fixed = clouds.shape[1]
-        if num_points != fixed:
-            generator = torch.Generator().manual_seed(0)
-            repeats = -(-num_points // fixed)
-            order = torch.cat([torch.randperm(fixed, generator=generator) for _ in range(repeats)])
-            clouds = clouds[:, order[:num_points].to(clouds.device)]
+        clouds = PointSetRegressor.resample(clouds, num_points)
         return clouds * self.config.model.cloud_scale
 
 
@@ -190,12 +184,3 @@ def build_model(config: FlowGANConfig) -> FlowGAN | PSGNBaseline:
     if config.model.decoder == "psgn":
         return PSGNBaseline(config)
     raise ValueError(f"model.decoder must be 'flow' or 'psgn', got {config.model.decoder!r}")
-
-
-def check_clouds(name: str, points: Tensor, batch: int) -> None:
-    """Check clouds ``(B, N, 3)`` whose batch must match the images'."""
-    check_points(name, points, 3)
-    if points.shape[0] != batch:
-        raise ValueError(
-            f"{name} has batch size {points.shape[0]} but the images have batch size {batch}"
-        )

@@ -3,15 +3,13 @@ cross-modal critic, and the PSGN-style baseline's regressor."""
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-
 from pcflow.critics import CrossModalCritic
 from pcflow.encoders import GaussianHead, PointNetEncoder, ResNetImageEncoder
 from pcflow.flows import dpf_flow
-from pcflow.models import ConditionalGaussianPrior, LatentPointFlow
+from pcflow.models import ConditionalGaussianPrior, LatentPointFlow, PointSetRegressor
 from pcflow.recipes.flowgan.sections import ModelConfig
 
-__all__ = ["PSGNGenerator", "build_critic", "build_generator"]
+__all__ = ["build_critic", "build_generator", "build_psgn"]
 
 
 def build_generator(model: ModelConfig) -> LatentPointFlow:
@@ -58,31 +56,9 @@ def build_critic(model: ModelConfig) -> CrossModalCritic | None:
     )
 
 
-class PSGNGenerator(nn.Module):
-    """The PSGN-style baseline's network: image encoder + MLP regressing a fixed set of points.
-
-    References:
-        Fan, Su, Guibas. "A Point Set Generation Network for 3D Object Reconstruction from a
-        Single Image." CVPR 2017.
-
-    Arguments:
-        model: The model settings.
-        num_points: Points regressed.
-    """
-
-    def __init__(self, model: ModelConfig, num_points: int) -> None:
-        super().__init__()
-        self.num_points = num_points
-        self.image_encoder = ResNetImageEncoder(
-            model.image_arch, model.image_features, in_channels=model.image_channels
-        )
-        self.head = nn.Sequential(
-            nn.ReLU(),
-            nn.Linear(model.image_features, 4 * model.image_features),
-            nn.ReLU(),
-            nn.Linear(4 * model.image_features, 3 * self.num_points),
-        )
-
-    def forward(self, images: Tensor) -> Tensor:
-        """Training-scale clouds ``(B, num_points, 3)`` for prepared images."""
-        return self.head(self.image_encoder(images)).unflatten(-1, (self.num_points, 3))
+def build_psgn(model: ModelConfig, num_points: int) -> PointSetRegressor:
+    """The PSGN-style baseline's regressor: the image encoder of ``model`` and an MLP."""
+    encoder = ResNetImageEncoder(
+        model.image_arch, model.image_features, in_channels=model.image_channels
+    )
+    return PointSetRegressor(encoder, model.image_features, num_points)

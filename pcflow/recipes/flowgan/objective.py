@@ -8,32 +8,13 @@ samples from the image's latent. The weights ``w`` are `LossConfig`'s.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
-
-import torch
 from torch import Tensor, nn
 
-from pcflow.critics import (
-    adversarial_gradient_share,  # noqa: F401 (part of the objective's API)
-    frozen,
-    gradient_penalty,
-    r1_penalty,
-)
-from pcflow.critics import critic_loss as gan_critic_loss
-from pcflow.critics import generator_loss as gan_generator_loss
 from pcflow.losses import chamfer_distance
 from pcflow.models import LatentPointFlow
 from pcflow.recipes.flowgan.sections import LossConfig
 
-__all__ = [
-    "GeneratorLoss",
-    "PSGNLoss",
-    "chamfer_term",
-    "critic_objective",
-    "generator_objective",
-    "likelihood_loss",
-]
+__all__ = ["GeneratorLoss", "PSGNLoss", "chamfer_term", "likelihood_loss"]
 
 
 def likelihood_loss(
@@ -65,9 +46,8 @@ def chamfer_term(chamfer: Tensor, num_points: int, weights: LossConfig) -> Tenso
 
         L_CD = w_chamfer * M * CD(G_mean(I), X')
 
-    ``CD`` is `pcflow.losses.chamfer_distance`'s (means of squared distances, both directions
-    added) on training-scale clouds; times the ``M`` target points it is a sum over points, as
-    the points' NLL is, so ``w_chamfer`` weighs the two per point.
+    ``CD`` is `pcflow.losses.chamfer_distance`'s at the flow's scale; times the ``M`` target
+    points it is a sum over points, as the points' NLL is: ``w_chamfer`` weighs them per point.
 
     Arguments:
         chamfer: ``CD(G_mean(I), X')``, ``(B,)``.
@@ -78,81 +58,6 @@ def chamfer_term(chamfer: Tensor, num_points: int, weights: LossConfig) -> Tenso
         ``(B,)``.
     """
     return weights.chamfer_weight * num_points * chamfer
-
-
-def generator_objective(
-    terms: dict[str, Tensor],
-    images: Tensor,
-    critic: nn.Module | None,
-    weights: LossConfig,
-    *,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> tuple[Tensor, Tensor | None]:
-    """The generator's loss: the batch mean of `likelihood_loss` plus, once the critic is on,
-    the adversarial term: the critic, `frozen`, scores the generated clouds::
-
-        L_G = mean_B (L_VAE [+ L_CD]) + w_adversarial * L_GAN^G(D(I, G(I)))
-
-    Arguments:
-        terms: The generator's output: ``"loss"`` ``(B,)`` (`likelihood_loss`, plus
-            `chamfer_term` when it applies, or the PSGN baseline's Chamfer distance) and, when
-            sampled, ``"fake"`` ``(B, N, 3)``, ``G(I)``.
-        images: Prepared images ``(B, C, S, S)``.
-        critic: ``D``; ``None`` before the critic starts (or without one).
-        weights: The loss weights and ``gan_kind``.
-        autocast: The mixed-precision context of the critic's forward pass.
-
-    Returns:
-        The scalar loss, and the adversarial term alone (``None`` without one).
-    """
-    loss = terms["loss"].float().mean()
-    if critic is None or "fake" not in terms:
-        return loss, None
-    with frozen(critic), autocast():
-        fake_logits = critic(terms["fake"], images).float()
-    adversarial = gan_generator_loss(fake_logits, kind=weights.gan_kind)
-    return loss + weights.adversarial_weight * adversarial, adversarial
-
-
-def critic_objective(
-    critic: nn.Module,
-    images: Tensor,
-    real: Tensor,
-    fake: Tensor,
-    weights: LossConfig,
-    *,
-    scores: nn.Module | None = None,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> Tensor:
-    """The critic's loss: (image, true cloud) is real, (image, generated cloud) fake::
-
-        L_D = L_GAN^D(D(I, X'), D(I, G(I))) + w_gp * GP + w_r1 * R1
-
-    Arguments:
-        critic: The critic ``D`` (the penalties differentiate it).
-        images: Prepared images ``(B, C, S, S)``.
-        real: True training-scale clouds ``(B, N, 3)``.
-        fake: Generated clouds ``(B, N, 3)`` (detached here: the generator is not updated).
-        weights: ``gan_kind`` and the penalties' weights.
-        scores: The module that scores the pairs (``critic`` wrapped for distributed training);
-            ``None`` for ``critic``. Real and fake are scored in one call: DDP wants one
-            forward per backward.
-        autocast: The mixed-precision context of that forward pass.
-
-    Returns:
-        The scalar loss.
-    """
-    fake = fake.detach()
-    with autocast():
-        logits = (scores or critic)(torch.cat([real, fake]), torch.cat([images, images]))
-    real_logits, fake_logits = logits.float().chunk(2)
-    loss = gan_critic_loss(real_logits, fake_logits, kind=weights.gan_kind)
-    if weights.gradient_penalty_weight > 0:
-        penalty = gradient_penalty(critic, real, fake, images)
-        loss = loss + weights.gradient_penalty_weight * penalty
-    if weights.r1_weight > 0:
-        loss = loss + weights.r1_weight * r1_penalty(critic, real, images)
-    return loss
 
 
 class GeneratorLoss(nn.Module):
@@ -235,7 +140,7 @@ class PSGNLoss(nn.Module):
     target, per shape (as one module, for ``DistributedDataParallel``).
 
     Arguments:
-        generator: The baseline's `PSGNGenerator`.
+        generator: The baseline's `pcflow.models.PointSetRegressor`.
         cloud_scale: Clouds are divided by this for training.
     """
 

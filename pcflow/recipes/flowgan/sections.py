@@ -56,11 +56,9 @@ class ModelConfig:
         latent_features: Size of the shape latent ``z`` (paper: 512).
         num_layers: Coupling layers of the point flow (paper: 63 = 21 blocks of 3).
         hidden_features: Width of the coupling networks (paper: 64).
-        coupling: Coupling kind passed to `pcflow.flows.dpf_flow`: ``"affine"`` (the
-            paper's) or ``"spline"``. Splines are the identity outside their tail bound (3),
-            so the base draws beyond it (about 0.8% at ``T=1``) are sampled far from the shape;
-            nine of them scored a validation CD of 5.1 x1e3 against the affine preset's 3.6,
-            at twice the training time (``examples/flowgan/experiments.md``, eighth round).
+        coupling: ``"affine"`` (the paper's) or ``"spline"`` (`pcflow.flows.dpf_flow`); splines
+            scored a validation CD of 5.1 x1e3 against 3.6 at twice the training time
+            (``examples/flowgan/experiments.md``, eighth round).
         base: The flow's base distribution: ``"normal"`` (standard normal over points) or
             ``"freevar"`` (the public configuration's: zero mean, a per-shape scale from a
             linear layer of ``z``, `pcflow.flows.FreeVariancePointNormal`).
@@ -68,10 +66,9 @@ class ModelConfig:
             them (bounded memory, more time).
         point_features: Width of the PointNet feature that feeds the posterior head (512).
         point_hidden_features: PointNet's per-point widths before it (64, 128, 256).
-        image_arch: Image encoder architecture: ``"resnet18"`` (paper, trained from scratch,
-            torchvision's layout), ``"small"`` (`pcflow.encoders.SmallResNet`, the CPU
-            presets': a quick-preset step spent 333 ms of about 550 ms in ResNet18's forward
-            and backward, 47 ms with the small one) or ``"small_gn"`` (the same with GroupNorm).
+        image_arch: ``"resnet18"`` (paper, from scratch), ``"small"``
+            (`pcflow.encoders.SmallResNet`: 47 ms of a quick-preset step against ResNet18's 333)
+            or ``"small_gn"`` (the same with GroupNorm).
         image_features: Width of the image feature that feeds the image head (512).
         image_channels: 4 feeds grayscale plus RGB as in the paper; 3 feeds RGB.
         image_size: Images are resized to ``image_size x image_size`` (paper: 224).
@@ -143,11 +140,9 @@ class LossConfig:
             on: the cloud the flow samples at the image Gaussian's mean (the latent of
             inference) against the target cloud, summed over the target's points like the
             points' NLL (`chamfer_term`), its gradient reaching the flow and the image encoder.
-            Not in the paper (0 there and in the quick preset). The standard preset uses 10
-            for its last eight epochs, chosen on validation among weights 0 to 300 (in the
-            18-epoch screen, CD -3% and EMD +5% against the same run without it;
-            ``examples/flowgan/experiments.md``). The
-            PSGN-style baseline ignores it: its only loss is a Chamfer distance.
+            Not in the paper (0 there and in the quick preset); the standard preset's 10 was
+            chosen on validation (``examples/flowgan/experiments.md``). The PSGN-style
+            baseline ignores it: its only loss is a Chamfer distance.
     """
 
     points_weight: float = 1.0

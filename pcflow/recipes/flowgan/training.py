@@ -12,16 +12,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pcflow import training
-from pcflow.critics import adversarial_gradient_share
-from pcflow.recipes.flowgan.checkpoints import check_same_setup, upgrade_weights
+from pcflow.critics import adversarial_gradient_share, critic_objective, generator_objective
+from pcflow.recipes.flowgan.checkpoints import upgrade_weights
 from pcflow.recipes.flowgan.config import FlowGANConfig
 from pcflow.recipes.flowgan.model import FlowGAN, build_model
-from pcflow.recipes.flowgan.objective import (
-    GeneratorLoss,
-    PSGNLoss,
-    critic_objective,
-    generator_objective,
-)
+from pcflow.recipes.flowgan.objective import GeneratorLoss, PSGNLoss
 from pcflow.recipes.flowgan.validation import describe, draw_validation, validate
 from pcflow.training import ProcessGroup, StepContext, StepOutput, Updater
 
@@ -31,13 +26,11 @@ __all__ = ["FlowGANMethod", "Trainer"]
 class FlowGANMethod(training.TrainingMethod):
     """FlowGAN (or the PSGN-style baseline) as a `pcflow.training.TrainingMethod`.
 
-    One step: the generator's forward (`GeneratorLoss`: the likelihood terms and, once the
-    critic is on, clouds sampled from the image-conditioned latent); the critic's update on
-    (image, true cloud) as real against (image, generated cloud, detached) as fake; then the
-    generator's update on `generator_objective`, whose adversarial gradient runs back through
-    the critic and the flow's sampling path. The critic starts after
-    ``train.critic_warmup_epochs``, the Chamfer term after ``train.chamfer_warmup_epochs``.
-    Both networks use Adam as ``optim`` says (the critic at ``optim.critic_lr``).
+    One step: `GeneratorLoss` (and, once the critic is on after ``train.critic_warmup_epochs``,
+    clouds sampled from the image latent); the critic's update, (image, true cloud) real against
+    (image, generated cloud) fake; the generator's update on `pcflow.critics.generator_objective`,
+    its adversarial gradient running back through the critic and the flow's sampling. Adam for
+    both, as ``optim`` says; the Chamfer term from ``train.chamfer_warmup_epochs``.
 
     Arguments:
         config: The run's configuration (validated).
@@ -72,7 +65,7 @@ class FlowGANMethod(training.TrainingMethod):
         return self.cfg.to_dict()
 
     def check_resume(self, saved: dict[str, Any], path: str | Path) -> None:
-        check_same_setup(saved, self.cfg, path)
+        self.cfg.check_resumable(saved, ("model", "loss"), path)
 
     def upgrade_weights(self, weights: dict[str, Tensor]) -> dict[str, Tensor]:
         return upgrade_weights(weights, self.cfg.model.decoder)
@@ -149,15 +142,17 @@ class FlowGANMethod(training.TrainingMethod):
             real = model.generator.normalize(target)
             critic_update.zero_grad()
             critic_loss = critic_objective(
-                model.critic, images, real, terms["fake"], weights, scores=self.critic,
-                autocast=context.autocast,
+                model.critic, images, real, terms["fake"], kind=weights.gan_kind,
+                gradient_penalty_weight=weights.gradient_penalty_weight,
+                r1_weight=weights.r1_weight, scores=self.critic, autocast=context.autocast,
             )  # fmt: skip
             critic_ok, logged["critic_grad_norm"] = critic_update.step(critic_loss)
             logged["critic_loss"] = critic_loss.detach()
         critic = model.critic if adversarial else None
         loss, adversarial_loss = generator_objective(
-            terms, images, critic, weights, autocast=context.autocast
-        )
+            terms["loss"], terms.get("fake"), images, critic, kind=weights.gan_kind,
+            adversarial_weight=weights.adversarial_weight, autocast=context.autocast,
+        )  # fmt: skip
         if adversarial_loss is not None:
             logged["adversarial_loss"] = adversarial_loss.detach()
             if context.logged and not context.group.distributed:  # DDP wants one backward
@@ -186,23 +181,20 @@ class FlowGANMethod(training.TrainingMethod):
 
 
 class Trainer(training.Trainer):
-    """`pcflow.training.Trainer` of a `FlowGANMethod` built from ``config``.
-
-    Seeds torch with ``train.seed`` before building the model (the same weights on every
-    rank), then trains as `pcflow.training.Trainer` does. Outputs under ``out_dir``:
-    ``config.yaml``, ``checkpoints/last.pt`` and ``best.pt`` (lowest validation Chamfer
-    distance), ``log.csv``, ``tensorboard/``, and ``pictures/epoch_XXX.png`` (predicted clouds
-    under their images, next to the truth).
+    """`pcflow.training.Trainer` of a `FlowGANMethod` built from ``config`` (torch seeded with
+    ``train.seed`` first: the same weights on every rank). Besides the loop's outputs, it draws
+    ``pictures/epoch_XXX.png`` after each validation; ``best.pt`` has the lowest validation
+    Chamfer distance.
 
     Arguments:
         config: The run's configuration.
         out_dir: Output folder.
         train_set: Training dataset of FlowGAN samples.
         val_set: Validation dataset, or ``None`` to skip validation.
-        resume: Continue from ``out_dir/checkpoints/last.pt`` when it exists.
-        overwrite: Start afresh in a folder that holds a run (deleting it).
-        progress: Show progress bars.
-        device: Device; ``None`` picks CUDA when available, else CPU.
+        resume: As `pcflow.training.Trainer`'s.
+        overwrite: As `pcflow.training.Trainer`'s.
+        progress: As `pcflow.training.Trainer`'s.
+        device: As `pcflow.training.Trainer`'s.
     """
 
     def __init__(
@@ -227,8 +219,3 @@ class Trainer(training.Trainer):
             method, out_dir, train_set, val_set, settings=method.settings(), resume=resume,
             overwrite=overwrite, progress=progress, device=device,
         )  # fmt: skip
-
-    def validate(self) -> dict[str, float]:
-        """The validation metrics (`pcflow.recipes.flowgan.validation.validate`) now."""
-        assert self.val_set is not None
-        return self.method.validate(self.val_set, self.context())

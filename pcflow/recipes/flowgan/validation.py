@@ -9,29 +9,23 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
-from pcflow.data import sample_categories, select_per_category
+from pcflow.data import spread_subset
 from pcflow.losses import chamfer_distance
 from pcflow.metrics import f_score
 from pcflow.recipes.flowgan.config import FlowGANConfig
-from pcflow.recipes.flowgan.pictures import draw_reconstructions
 from pcflow.training import make_loader
+from pcflow.viz import draw_reconstructions
 
 __all__ = ["describe", "draw_validation", "validate", "validation_subset"]
 
 
 def validation_subset(dataset: Dataset, config: FlowGANConfig) -> Dataset:
-    """``train.val_batches`` batches' worth of ``dataset``, spread evenly over the categories
-    (`select_per_category`), so that the validation metric (and ``best.pt``) weighs every
-    category, not just the first ones of a category-ordered split; all of it when
-    ``val_batches`` is ``None``."""
+    """``train.val_batches`` batches' worth of ``dataset`` spread over its categories
+    (`pcflow.data.spread_subset`); all of it when ``val_batches`` is ``None``."""
     batches = config.train.val_batches
-    if batches is None:
-        return dataset
-    categories = len(set(sample_categories(dataset)))
-    per_category = -(-batches * config.train.batch_size // max(categories, 1))
-    return Subset(dataset, select_per_category(dataset, per_category))
+    return spread_subset(dataset, None if batches is None else batches * config.train.batch_size)
 
 
 def _scores(predicted: Tensor, truth: Tensor, threshold: float) -> tuple[Tensor, Tensor]:

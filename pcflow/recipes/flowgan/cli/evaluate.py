@@ -45,10 +45,10 @@ from pcflow.recipes.flowgan import (
     FlowGANConfig,
     build_dataset,
     diagnose_reconstruction,
-    draw_reconstructions,
     load_model,
 )
 from pcflow.utils import CheckpointError
+from pcflow.viz import draw_reconstructions
 
 
 def _name(config: FlowGANConfig) -> str:

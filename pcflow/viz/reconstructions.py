@@ -1,4 +1,4 @@
-"""Pictures of reconstructions, the same for training's validation and evaluation."""
+"""Pictures of any model's reconstructions, the same for training's validation and evaluation."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from pcflow.flows import SamplingOptions
-from pcflow.viz import plot_sample_reconstructions
+from pcflow.viz.plots import plot_sample_reconstructions
 
-__all__ = ["draw_reconstructions"]
+__all__ = ["draw_reconstructions", "seeded_reconstruction"]
 
 
 def seeded_reconstruction(

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pcflow.recipes.flowgan.pictures import draw_reconstructions, seeded_reconstruction
+from pcflow.viz import draw_reconstructions, seeded_reconstruction
 
 
 class Noisy(nn.Module):
