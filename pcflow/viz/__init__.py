@@ -1,7 +1,18 @@
-"""Pictures of point clouds."""
+"""Pictures of point clouds, interactive 3D views, and a conditional point flow seen from inside."""
 
 from __future__ import annotations
 
+from pcflow.viz.flow_views import flow_trajectory, point_log_density, view_flow
 from pcflow.viz.plots import plot_point_clouds, plot_reconstructions, plot_sample_reconstructions
+from pcflow.viz.views import view_point_clouds, view_sample_reconstructions
 
-__all__ = ["plot_point_clouds", "plot_reconstructions", "plot_sample_reconstructions"]
+__all__ = [
+    "flow_trajectory",
+    "plot_point_clouds",
+    "plot_reconstructions",
+    "plot_sample_reconstructions",
+    "point_log_density",
+    "view_flow",
+    "view_point_clouds",
+    "view_sample_reconstructions",
+]
