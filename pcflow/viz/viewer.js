@@ -21,6 +21,7 @@
   }
 
   function bytes(base64) {
+    if (Uint8Array.fromBase64) return Uint8Array.fromBase64(base64).buffer; // native, fastest
     const text = atob(base64);
     const out = new Uint8Array(text.length);
     for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
@@ -315,6 +316,8 @@
   window.pcflowFirstFrame = performance.now();
   window.pcflowViews = views.map((view) => ({
     count: view.geometry.getAttribute("position").count,
+    positions: view.geometry.getAttribute("position").array,
+    values: view.values,
     canvas: view.canvas,
     controls: view.controls,
   }));
