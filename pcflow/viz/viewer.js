@@ -97,10 +97,11 @@
     const all = decodePositions(panel);
     const count = panel.count;
     const frame = steps === 1 ? all : all.slice((steps - 1) * count * 3); // the shape itself
-    for (let i = 0; i < all.length; i++) {
+    // The camera frames the shapes (a flow's last step): its base draws spread much wider.
+    for (let i = 0; i < frame.length; i++) {
       const axis = i % 3;
-      if (all[i] < lower[axis]) lower[axis] = all[i];
-      if (all[i] > upper[axis]) upper[axis] = all[i];
+      if (frame[i] < lower[axis]) lower[axis] = frame[i];
+      if (frame[i] > upper[axis]) upper[axis] = frame[i];
     }
     const geometry = new THREE.BufferGeometry();
     const position = new THREE.BufferAttribute(new Float32Array(frame), 3);

@@ -334,30 +334,32 @@ def view_sample_reconstructions(
     labelled = all("category_name" in sample for sample in samples)
     if "columns" in options:
         raise ValueError("columns is fixed by the gallery: image | predictions | truth")
-    rows_clouds, rows_values, panels_before = [], [], []
+    panels, values = [], []
     for i, sample in enumerate(samples):
         label = f"{sample['category_name']}: " if labelled else f"#{i}: "
-        panels_before.append((len(rows_clouds), label))
-        for name, clouds in methods.items():
-            rows_clouds.append((clouds[i], label + name))
-            rows_values.append(densities[name][i] if name in densities else None)
-        rows_clouds.append((sample["points"], label + "truth"))
-        rows_values.append(None)
-    clouds = [_as_cloud(cloud, i) for i, (cloud, _) in enumerate(rows_clouds)]
-    values = [
-        None if v is None else _as_values(v, i, len(clouds[i])) for i, v in enumerate(rows_values)
-    ]
-    panels = []
-    for i, sample in enumerate(samples):
-        first, label = panels_before[i]
         panels.append({"title": label + "image", "image": _image_url(sample["image"], i)})
-        for j in range(first, first + len(methods) + 1):
-            panels.append(_cloud_panel(clouds[j], rows_clouds[j][1], values[j]))
+        shown = [
+            (f"predictions[{name!r}][{i}]", name, clouds[i], densities.get(name))
+            for name, clouds in methods.items()
+        ]
+        shown.append((f"samples[{i}]['points']", "truth", sample["points"], None))
+        for where, name, cloud, given in shown:
+            try:
+                array = _as_cloud(cloud, 0)
+                value = None if given is None else _as_values(given[i], 0, len(array))
+            except ValueError as error:  # name the argument as the caller wrote it
+                message = str(error).replace("clouds[0]", where)
+                raise ValueError(
+                    message.replace("values[0]", f"log_densities[{name!r}][{i}]")
+                ) from None
+            panels.append(_cloud_panel(array, label + name, value))
+            if value is not None:
+                values.append(value)
     _check_options(options)
     options.setdefault("value_name", "log-density")
     page = _page(
         panels, title=title, columns=len(methods) + 2,
-        values=[v for v in values if v is not None], **{**_VIEW_DEFAULTS, **options},
+        values=values, **{**_VIEW_DEFAULTS, **options},
     )  # fmt: skip
     if path is not None:
         _write(path, page)

@@ -119,5 +119,9 @@ def test_bad_input() -> None:
         view_sample_reconstructions([sample], {"A": [cloud]}, log_densities={"B": [cloud[:, 0]]})
     with pytest.raises(ValueError, match="A has 2 entries but there are 1 samples"):
         view_sample_reconstructions([sample], {"A": [cloud, cloud]})
+    with pytest.raises(ValueError, match=r"predictions\['A'\]\[0\] must have shape \(N, 3\)"):
+        view_sample_reconstructions([sample], {"A": [torch.randn(5, 2)]})
+    with pytest.raises(ValueError, match=r"log_densities\['A'\]\[0\] must have shape \(5,\)"):
+        view_sample_reconstructions([sample], {"A": [cloud]}, log_densities={"A": [cloud]})
     with pytest.raises(TypeError, match=r"unexpected option.*dpi"):
         view_sample_reconstructions([sample], [cloud], dpi=10)
