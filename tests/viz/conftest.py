@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -25,17 +26,26 @@ def _site_check() -> Any:
     return module
 
 
-def _chromium() -> str | None:
+def _find() -> str | None:
     for name in (os.environ.get("CHROMIUM", ""), "chromium", "chromium-browser", "google-chrome"):
         if name and (path := shutil.which(name)):
             return path
-    if os.geteuid() != 0:
-        return None
-    # As .ci/docs.sh does: root on a fresh machine installs Debian's chromium.
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
-    return shutil.which("chromium")
+    return None
+
+
+def _chromium() -> str | None:
+    if (path := _find()) is not None or os.geteuid() != 0:
+        return path
+    # As .ci/docs.sh does: root on a fresh machine installs Debian's chromium. One test
+    # process at a time (pytest-xdist workers would fight over apt's lock).
+    with open(Path(tempfile.gettempdir()) / "pcflow-chromium-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (path := _find()) is not None:
+            return path
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
+    return _find()
 
 
 class Page:
