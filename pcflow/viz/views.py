@@ -164,6 +164,8 @@ def _page(
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta name="generator" content="{GENERATOR}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        # No favicon request either: the page fetches nothing.
+        '<link rel="icon" href="data:,">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
         f'<h1>{html.escape(title)}</h1>\n<div id="pcflow-root"></div>\n'
         f'<script type="application/json" id="pcflow-data">{payload}</script>\n'
