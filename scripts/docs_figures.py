@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / "data_cache" / "docs-figures")
     parser.add_argument("--views", type=Path, default=ROOT / "docs" / "views")
     parser.add_argument("--fit-seconds", type=float, default=60.0)
-    parser.add_argument("--gallery-steps", type=int, default=600)
+    parser.add_argument("--gallery-steps", type=int, default=800)
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--trim", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--spread", type=int, default=None, help="default: the checkpoint's")
