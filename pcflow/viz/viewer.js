@@ -52,7 +52,8 @@
   // ---------------------------------------------------------------------------------- page
   const toolbar = element("div", "pcflow-toolbar", root);
   const grid = element("div", "pcflow-grid", root);
-  grid.style.gridTemplateColumns = `repeat(${data.columns}, ${data.panelSize}px)`;
+  // Panels shrink to fit a narrow window (or a docs page's frame), never grow past panelSize.
+  grid.style.gridTemplateColumns = `repeat(${data.columns}, minmax(0, ${data.panelSize}px))`;
   const dpr = window.devicePixelRatio || 1;
   const side = Math.round(data.panelSize * dpr);
   const panels = data.panels.map((panel) => {
@@ -61,13 +62,15 @@
       const image = element("img", "pcflow-image", box);
       image.src = panel.image;
       image.alt = panel.title || "input image";
-      image.style.width = image.style.height = panel.positions ? `${data.panelSize / 2}px` : `${data.panelSize}px`;
+      image.style.width = panel.positions ? "50%" : "100%";
+      image.style.aspectRatio = "1";
     }
     let canvas = null;
     if (panel.positions) {
       canvas = element("canvas", "pcflow-canvas", box);
       canvas.width = canvas.height = side;
-      canvas.style.width = canvas.style.height = `${data.panelSize}px`;
+      canvas.style.width = "100%";
+      canvas.style.aspectRatio = "1";
     }
     if (panel.title) element("figcaption", "", box, panel.title);
     return { panel, canvas };

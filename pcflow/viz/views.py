@@ -34,9 +34,11 @@ h1 { font-size: 16px; font-weight: 600; margin: 0 0 8px; }
 .pcflow-legend-name { color: #555; }
 .pcflow-step { font-variant-numeric: tabular-nums; min-width: 16em; }
 .pcflow-grid { display: grid; gap: 6px; }
-.pcflow-panel { margin: 0; display: flex; flex-direction: column; align-items: center; }
+.pcflow-panel { margin: 0; display: flex; flex-direction: column; align-items: center;
+  min-width: 0; }
 .pcflow-panel figcaption { font-size: 12px; text-align: center; margin-top: 2px; }
-.pcflow-canvas { border: 1px solid #ddd; cursor: grab; touch-action: none; }
+.pcflow-canvas { border: 1px solid #ddd; cursor: grab; touch-action: none;
+  box-sizing: border-box; }
 .pcflow-image { object-fit: contain; image-rendering: auto; }
 .pcflow-message { color: #a00; font-size: 13px; }
 """
