@@ -17,7 +17,18 @@ Pictures:
   (the grid every evaluation writes), when a checkpoint exists (``--checkpoint``, or the newest
   ``runs/*/checkpoints/last.pt``); otherwise the images with their ground-truth clouds.
 
-The pictures are kept small (a few hundred kB at most) so they can be committed.
+Interactive views (``docs/views/*.html``, `pcflow.viz`; the pages embed them):
+
+- ``flow-in-motion.html``: the same fitted flow as ``flow-steps.png``, every layer on a slider
+  (`pcflow.viz.view_flow`), two draws of 2,000 points.
+- ``flowgan-gallery.html``: one test image per category, FlowGAN's cloud coloured by its
+  per-point log-density, and the truth (`pcflow.viz.view_sample_reconstructions`), from
+  ``--checkpoint`` when given; otherwise from a small flow-only FlowGAN (the ``tiny`` preset
+  with a 12-layer flow of width 64, no critic) trained here for ``--gallery-steps`` steps on
+  the built-in synthetic data.
+
+The pictures are kept small (a few hundred kB at most) and the views under 3 MB, so that they
+can be committed.
 """
 
 from __future__ import annotations
@@ -34,7 +45,13 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-__all__ = ["figure_flow_steps", "figure_getting_started", "figure_reconstructions", "main"]
+__all__ = [
+    "figure_flow_steps",
+    "figure_getting_started",
+    "figure_reconstructions",
+    "main",
+    "view_flowgan_gallery",
+]
 
 
 def _first_python_block(markdown: Path) -> str:
@@ -74,10 +91,9 @@ def _synthetic(root: Path, split: str, categories: tuple[str, ...], num_points: 
     )  # fmt: skip
 
 
-def figure_flow_steps(out: Path, data_root: Path, fit_seconds: float, seed: int = 0) -> Path:
-    """Fit a flow to one synthetic chair, then draw Gaussian points carried through its layers."""
+def _fit_chair_flow(data_root: Path, fit_seconds: float, seed: int) -> tuple[Any, Any, Any]:
+    """A 21-layer flow and its latent fitted to one synthetic chair for ``fit_seconds``."""
     from pcflow.flows import dpf_flow
-    from pcflow.viz import plot_point_clouds
 
     torch.manual_seed(seed)
     chair = _synthetic(data_root / "chair", "train", ("chair",), 2048)[0]["points"].unsqueeze(0)
@@ -92,7 +108,26 @@ def figure_flow_steps(out: Path, data_root: Path, fit_seconds: float, seed: int 
         optimizer.step()
         step += 1
     print(f"[flow-steps] {step} steps in {fit_seconds:.0f} s, {nll.item():.3f} nats per point")
+    return flow, latent.detach(), chair
 
+
+def figure_flow_steps(
+    out: Path, data_root: Path, fit_seconds: float, seed: int = 0, views: Path | None = None
+) -> list[Path]:
+    """Fit a flow to one synthetic chair, then draw Gaussian points carried through its layers
+    (and, with ``views``, write them as an interactive view there too)."""
+    from pcflow.viz import plot_point_clouds, view_flow
+
+    flow, latent, chair = _fit_chair_flow(data_root, fit_seconds, seed)
+    made = []
+    if views is not None:
+        made.append(views / "flow-in-motion.html")
+        view_flow(
+            flow, latent.expand(2, -1), made[-1], num_points=2000, seed=seed,
+            titles=["the chair's latent, draw 1", "the chair's latent, draw 2"],
+            title="A flow fitted to one chair, layer by layer", layers_per_second=4.0,
+            point_size=2.0, panel_size=300,
+        )  # fmt: skip
     layers = flow.layers  # data -> noise; sampling runs them backwards with layer.inverse
     shown = {round(len(layers) * k / 6) for k in range(7)}  # 7 stages, then the data
     clouds, titles = [], []
@@ -111,7 +146,7 @@ def figure_flow_steps(out: Path, data_root: Path, fit_seconds: float, seed: int 
     plot_point_clouds(
         clouds, titles=titles, path=target, columns=4, point_size=1.0, panel_size=2.2, dpi=80
     )
-    return target
+    return [target, *made]
 
 
 def _find_checkpoint() -> Path | None:
@@ -160,12 +195,69 @@ def figure_reconstructions(
     return target
 
 
+def _small_flowgan(data_root: Path, steps: int) -> Any:
+    """The ``tiny`` preset with a 12-layer flow of width 64, flow-only (no critic: half the time
+    per step), trained ``steps`` steps here (no validation)."""
+    from pcflow.recipes import flowgan
+
+    config = flowgan.FlowGANConfig.preset("tiny").with_overrides([
+        f"data.root={data_root / 'flowgan-tiny'}", "data.num_points=512",
+        "data.synthetic.categories=[airplane, chair, lamp, mug]",
+        "data.synthetic.points_per_object=2500", "model.num_layers=12",
+        "model.hidden_features=64", "model.latent_features=16", "model.adversarial=false",
+        "optim.lr=0.002", "train.epochs=1000", "train.batch_size=8",
+    ])  # fmt: skip
+    train_set = flowgan.build_dataset(config, "train", progress=False)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory() as run:
+        trainer = flowgan.Trainer(config, run, train_set, None, progress=False)
+        trainer.fit(max_steps=steps)
+        model = trainer.model
+    print(f"[gallery] trained {steps} steps in {time.monotonic() - start:.0f} s")
+    return model, config
+
+
+def view_flowgan_gallery(views: Path, data_root: Path, checkpoint: Path | None, steps: int) -> Path:
+    """One test image per category | FlowGAN's cloud coloured by its per-point log-density |
+    the truth, as an interactive view: the gallery `evaluate.py` writes."""
+    from pcflow.recipes import flowgan
+    from pcflow.data import select_per_category
+    from pcflow.viz import point_log_density, view_sample_reconstructions
+
+    if checkpoint is not None:
+        model = flowgan.load_model(checkpoint)
+        config = model.config
+        source = str(checkpoint)
+    else:
+        model, config = _small_flowgan(data_root, steps)
+        source = f"a small flow-only FlowGAN trained {steps} steps by scripts/docs_figures.py"
+    config = config.with_overrides(["data.num_points=2000"])
+    data = flowgan.build_dataset(config, "test", evaluation=True, progress=False)
+    picks = [data[i] for i in select_per_category(data, 1)]
+    images = torch.stack([sample["image"] for sample in picks])
+    torch.manual_seed(0)
+    clouds = model.reconstruct(images, 2000)
+    # The lead's wiring in evaluate.py is these two calls.
+    log_density = point_log_density(
+        model.generator.flow, clouds, model.image_latent(images),
+        scale=model.config.model.cloud_scale,
+    )  # fmt: skip
+    target = views / "flowgan-gallery.html"
+    view_sample_reconstructions(
+        picks, {"FlowGAN": list(clouds)}, target, log_densities={"FlowGAN": list(log_density)},
+        title=f"FlowGAN reconstructions ({source})", panel_size=240, point_size=2.0,
+    )  # fmt: skip
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--data", type=Path, default=ROOT / "data_cache" / "docs-figures")
+    parser.add_argument("--views", type=Path, default=ROOT / "docs" / "views")
     parser.add_argument("--fit-seconds", type=float, default=60.0)
+    parser.add_argument("--gallery-steps", type=int, default=800)
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--trim", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--spread", type=int, default=None, help="default: the checkpoint's")
@@ -173,21 +265,26 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)"
     )
     parser.add_argument(
-        "--only", nargs="+", choices=["getting-started", "flow-steps", "reconstructions"]
+        "--only", nargs="+", choices=["getting-started", "flow-steps", "reconstructions", "gallery"]
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    wanted = set(args.only or ["getting-started", "flow-steps", "reconstructions"])
+    args.views.mkdir(parents=True, exist_ok=True)
+    wanted = set(args.only or ["getting-started", "flow-steps", "reconstructions", "gallery"])
     made = []
     if "getting-started" in wanted:
         made.append(figure_getting_started(args.out))
     if "flow-steps" in wanted:
-        made.append(figure_flow_steps(args.out, args.data, args.fit_seconds))
+        made.extend(figure_flow_steps(args.out, args.data, args.fit_seconds, views=args.views))
     if "reconstructions" in wanted:
         given = {"trim": args.trim, "spread": args.spread}
         sampling = {key: value for key, value in given.items() if value is not None}
         made.append(figure_reconstructions(args.out, args.data, args.checkpoint, sampling))
+    if "gallery" in wanted:
+        made.append(
+            view_flowgan_gallery(args.views, args.data, args.checkpoint, args.gallery_steps)
+        )
     for path in made:
         print(f"wrote {path.relative_to(ROOT) if ROOT in path.parents else path} "
               f"({path.stat().st_size // 1024} kB)")  # fmt: skip

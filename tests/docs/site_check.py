@@ -3,9 +3,11 @@
 Serves the built site (``site/``) on 127.0.0.1, drives Chromium through the DevTools protocol
 over ``--remote-debugging-pipe`` (no extra Python package, no open debugging port), and for every
 HTML page checks that it loads with no console error, no uncaught exception, no failed request
-and no broken image. The pages named with ``--screenshot`` are also saved as PNG screenshots,
-one of the first screen and one of the whole page, and must hold what they are expected to show
-(at least one picture, or rendered API entries).
+and no broken image. Interactive views (`pcflow.viz` pages, e.g. ``views/*.html``) must draw:
+every panel holds its points and shows non-blank pixels; the pages named in ``EMBEDDED_VIEWS``
+must embed the views they name. The pages named with ``--screenshot`` are also saved as PNG
+screenshots, one of the first screen and one of the whole page, and must hold what they are
+expected to show (at least one picture, or rendered API entries).
 
 Usage (``.ci/docs.sh`` runs it after ``mkdocs build --strict``)::
 
@@ -46,6 +48,9 @@ CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
+    # WebGL (the pcflow.viz views) on the CPU: no GPU on CI machines.
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
     "--disable-quic",
     "--no-first-run",
     "--disable-background-networking",
@@ -58,6 +63,12 @@ CHROMIUM_FLAGS = [
     "--mute-audio",
     "--remote-debugging-pipe",
 ]
+# page -> the pcflow.viz views it embeds (iframes whose src ends with these names).
+EMBEDDED_VIEWS = {
+    "index.html": ("views/flow-in-motion.html",),
+    "tutorials/flowgan/index.html": ("views/flowgan-gallery.html",),
+    "tutorials/views/index.html": ("views/flow-in-motion.html", "views/flowgan-gallery.html"),
+}
 WIDTH, HEIGHT = 1280, 900
 TIMEOUT = 30.0
 
@@ -75,6 +86,53 @@ _IMAGES_JS = """
                                  ok: image.complete && image.naturalWidth > 0}));
 })()
 """
+
+
+# For a pcflow.viz view: waits until it has drawn, then reports each panel's points and the
+# number of its pixels that are not the white background.
+_VIEWS_JS = """
+(async () => {
+  if (!document.getElementById("pcflow-data")) return null;
+  for (let i = 0; i < 300 && document.body.dataset.pcflowReady !== "1" && !window.pcflowError; i++)
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  if (!window.pcflowViews) return {error: window.pcflowError || "the view never drew"};
+  return {views: window.pcflowViews.map((view) => {
+    const canvas = view.canvas;
+    const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let drawn = 0;
+    for (let i = 0; i < pixels.length; i += 4)
+      if (pixels[i] < 250 || pixels[i + 1] < 250 || pixels[i + 2] < 250) drawn++;
+    return {count: view.count, drawn};
+  })};
+})()
+"""
+_IFRAMES_JS = "Array.from(document.querySelectorAll('article iframe')).map((f) => f.src)"
+
+
+def check_views(devtools: DevTools, session: str, page: str) -> list[str]:
+    """Problems of the interactive views of ``page``: a view that does not draw, or an embedded
+    view missing from a page that must show it."""
+    problems = []
+    found = devtools.send(
+        "Runtime.evaluate",
+        {"expression": _VIEWS_JS, "awaitPromise": True, "returnByValue": True},
+        session=session,
+    )["result"].get("value")
+    if found is not None:
+        if "error" in found:
+            problems.append(f"view: {found['error']}")
+        for i, view in enumerate(found.get("views", [])):
+            if view["count"] == 0 or view["drawn"] == 0:
+                problems.append(f"view: panel {i} draws nothing ({view['count']} points)")
+        if found.get("views") == []:
+            problems.append("view: no panel")
+    sources = devtools.send(
+        "Runtime.evaluate", {"expression": _IFRAMES_JS, "returnByValue": True}, session=session
+    )["result"]["value"]
+    for name in EMBEDDED_VIEWS.get(page, ()):
+        if not any(source.endswith(name) for source in sources):
+            problems.append(f"view: {name} is not embedded (iframes: {sources})")
+    return problems
 
 
 class DevTools:
@@ -202,7 +260,11 @@ def _problems_from_events(events: list[dict], session: str) -> list[str]:
 
 
 def check_page(
-    devtools: DevTools, url: str, screenshot: tuple[str, str, int] | None, out: Path
+    devtools: DevTools,
+    url: str,
+    screenshot: tuple[str, str, int] | None,
+    out: Path,
+    page: str = "",
 ) -> list[str]:
     """Load ``url`` in a new tab and return its problems (an empty list when it renders well)."""
     target = devtools.send("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -223,6 +285,7 @@ def check_page(
         session=session,
     )["result"]["value"]
     problems = [f"broken image: {image['src']}" for image in images if not image["ok"]]
+    problems += check_views(devtools, session, page)
     if screenshot is not None:
         name, selector, minimum = screenshot
         count = devtools.send(
@@ -312,7 +375,7 @@ def check_site(site: Path, out: Path, executable: str | None = None) -> dict[str
             print(f"[site-check] {version}, {len(pages)} pages at {base}")
             for page in pages:
                 url = base + (page.removesuffix("index.html"))
-                results[page] = check_page(devtools, url, SCREENSHOTS.get(page), out)
+                results[page] = check_page(devtools, url, SCREENSHOTS.get(page), out, page)
                 status = "ok" if not results[page] else f"{len(results[page])} problem(s)"
                 print(f"[site-check] {page}: {status}")
         finally:
