@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pcflow.viz.flow_views import flow_trajectory, point_log_density, view_flow
 from pcflow.viz.plots import plot_point_clouds, plot_reconstructions, plot_sample_reconstructions
-from pcflow.viz.reconstructions import draw_reconstructions, seeded_reconstruction
+from pcflow.viz.reconstructions import (
+    draw_reconstructions,
+    seeded_reconstruction,
+    view_reconstructions,
+)
 from pcflow.viz.views import view_point_clouds, view_sample_reconstructions
 
 __all__ = [
@@ -17,5 +21,6 @@ __all__ = [
     "seeded_reconstruction",
     "view_flow",
     "view_point_clouds",
+    "view_reconstructions",
     "view_sample_reconstructions",
 ]

@@ -12,8 +12,9 @@ from torch import Tensor, nn
 
 from pcflow.flows import SamplingOptions
 from pcflow.viz.plots import plot_sample_reconstructions
+from pcflow.viz.views import view_sample_reconstructions
 
-__all__ = ["draw_reconstructions", "seeded_reconstruction"]
+__all__ = ["draw_reconstructions", "seeded_reconstruction", "view_reconstructions"]
 
 
 def seeded_reconstruction(
@@ -61,12 +62,63 @@ def draw_reconstructions(
     Returns:
         ``path``, or ``None`` (and nothing drawn) when no sample's clouds are all finite.
     """
-    predictions = {}
+    kept, predictions, _ = _predict(models, samples, path, num_points, seed, sampling, when)
+    if not kept:
+        return None
+    plot_sample_reconstructions(kept, predictions, path, **options)
+    return Path(path)
+
+
+def view_reconstructions(
+    models: Mapping[str, nn.Module],
+    samples: Sequence[dict[str, Any]],
+    path: str | Path,
+    *,
+    num_points: int,
+    seed: int = 0,
+    sampling: SamplingOptions | None = None,
+    when: str = "",
+    **options: Any,
+) -> Path | None:
+    """The interactive twin of `draw_reconstructions`: an HTML page
+    (`pcflow.viz.view_sample_reconstructions`) of each sample's image | every model's
+    reconstruction | the truth, turned with one camera. A model with a
+    ``log_density(images, clouds) -> (B, N)`` method (a FlowGAN's) has its points coloured by
+    their log-density under the model. Arguments and diverged clouds as in
+    `draw_reconstructions`; ``options`` go to `pcflow.viz.view_point_clouds`.
+
+    Returns:
+        ``path``, or ``None`` (and nothing written) when no sample's clouds are all finite.
+    """
+    kept, predictions, densities = _predict(
+        models, samples, path, num_points, seed, sampling, when, densities=True
+    )
+    if not kept:
+        return None
+    view_sample_reconstructions(kept, predictions, path, log_densities=densities, **options)
+    return Path(path)
+
+
+def _predict(
+    models: Mapping[str, nn.Module],
+    samples: Sequence[dict[str, Any]],
+    path: str | Path,
+    num_points: int,
+    seed: int,
+    sampling: SamplingOptions | None,
+    when: str,
+    *,
+    densities: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, list[Tensor]], dict[str, list[Tensor]]]:
+    """The samples whose predictions are all finite, the predictions and the log-densities."""
+    predictions, log_densities = {}, {}
     for name, model in models.items():
         device = next(model.parameters()).device
         images = torch.stack([s["image"] for s in samples]).to(device)
         clouds = seeded_reconstruction(model, images, num_points, seed=seed, sampling=sampling)
         predictions[name] = clouds.cpu()
+        if densities and hasattr(model, "log_density") and bool(torch.isfinite(clouds).all()):
+            log_densities[name] = model.log_density(images, clouds).cpu()
     finite = torch.stack([torch.isfinite(c).flatten(1).all(1) for c in predictions.values()])
     kept = finite.all(0)
     if not bool(kept.all()):
@@ -74,14 +126,8 @@ def draw_reconstructions(
             f"{int((~kept).sum())} of {len(kept)} predicted clouds for {Path(path).name} hold "
             f"NaN or infinite points{' ' + when if when else ''} (has the model diverged?); "
             "they are left out of the picture",
-            stacklevel=2,
+            stacklevel=3,
         )
-    if not bool(kept.any()):
-        return None
-    plot_sample_reconstructions(
-        [s for s, ok in zip(samples, kept.tolist()) if ok],
-        {name: list(clouds[kept]) for name, clouds in predictions.items()},
-        path,
-        **options,
-    )
-    return Path(path)
+    samples = [s for s, ok in zip(samples, kept.tolist()) if ok]
+    clouds = {name: list(values[kept]) for name, values in predictions.items()}
+    return samples, clouds, {name: list(values[kept]) for name, values in log_densities.items()}

@@ -111,6 +111,10 @@ class FlowGAN(nn.Module):
             z = distribution.rsample() if sample_latent else distribution.mean
         return self.generator.decode(z, num_points, sampling)
 
+    def log_density(self, images: Tensor, clouds: Tensor) -> Tensor:
+        """Each point's log-density ``(B, N)`` under the flow at the images' latent."""
+        return self.generator.log_prob_points(clouds, self.image_latent(images))
+
     def posterior_mean(self, points: Tensor) -> Tensor:
         """The mean of ``q(z | points)``, ``(B, L)``, for clouds ``(B, N, 3)``."""
         return self.generator.encode(points)
@@ -132,10 +136,8 @@ class FlowGAN(nn.Module):
 
 
 class PSGNBaseline(nn.Module):
-    """The PSGN-style baseline: an image encoder regressing a fixed set of points (Chamfer).
-
-    Trained by the same loop and configuration as FlowGAN (``model.decoder="psgn"``), so the
-    comparison uses the same image encoder, data and training budget.
+    """The PSGN-style baseline (`pcflow.models.PointSetRegressor`, Chamfer loss), trained by
+    FlowGAN's loop and configuration (``model.decoder="psgn"``): same encoder, data, budget.
 
     Arguments:
         config: The configuration; ``config.model.decoder`` must be ``"psgn"``.

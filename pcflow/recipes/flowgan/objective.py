@@ -136,8 +136,7 @@ class GeneratorLoss(nn.Module):
 
 
 class PSGNLoss(nn.Module):
-    """The PSGN-style baseline's loss: the Chamfer distance of its regressed cloud to the
-    target, per shape (as one module, for ``DistributedDataParallel``).
+    """The PSGN-style baseline's loss per shape, the Chamfer distance (one module, for DDP).
 
     Arguments:
         generator: The baseline's `pcflow.models.PointSetRegressor`.

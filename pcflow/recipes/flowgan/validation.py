@@ -16,7 +16,7 @@ from pcflow.losses import chamfer_distance
 from pcflow.metrics import f_score
 from pcflow.recipes.flowgan.config import FlowGANConfig
 from pcflow.training import make_loader
-from pcflow.viz import draw_reconstructions
+from pcflow.viz import draw_reconstructions, view_reconstructions
 
 __all__ = ["describe", "draw_validation", "validate", "validation_subset"]
 
@@ -40,12 +40,10 @@ def validate(
     """Chamfer distance (squared, unit scale) and F-score of ``model``'s predictions on
     `validation_subset`, seeded by ``train.seed`` (the caller's random state is kept).
 
-    For a FlowGAN it also reports the autoencoding bound (``val_bound_chamfer``,
-    ``val_bound_fscore``: the flow decoding the posterior mean of the true cloud, see
-    `FlowGAN.autoencode`) and ``val_latent_distance``, the mean distance between the image
-    Gaussian's mean and that posterior mean. Samples use ``eval.sampling`` (temperature and
-    trim); clouds with NaN or infinite points are left out of the metrics with a warning and
-    counted in ``val_nonfinite``.
+    A FlowGAN also reports its autoencoding bound (``val_bound_chamfer``, ``val_bound_fscore``:
+    `FlowGAN.autoencode`) and ``val_latent_distance`` (image latent to posterior mean). Samples
+    use ``eval.sampling``; clouds with NaN or infinite points are counted in ``val_nonfinite``
+    and left out, with a warning.
     """
     loader, _ = make_loader(
         validation_subset(dataset, config), config.train.batch_size,
@@ -111,15 +109,14 @@ def describe(metrics: dict[str, float], epoch: int, step: int) -> str:
 
 
 def draw_validation(
-    model: nn.Module, dataset: Dataset, config: FlowGANConfig, path: str | Path, step: int
-) -> Path | None:
-    """Draw ``train.num_pictures`` validation samples, spread over the set: image | predicted
-    cloud | true cloud, seen from the images' viewpoints (`draw_reconstructions`, which leaves
-    out clouds with NaN or infinite points, with a warning)."""
+    model: nn.Module, dataset: Dataset, config: FlowGANConfig, path: Path, step: int
+) -> None:
+    """``train.num_pictures`` validation samples spread over the set, image | predicted cloud |
+    true cloud: ``path`` (a PNG from the images' viewpoints, `draw_reconstructions`) and its
+    interactive twin, ``path`` with ``.html`` (`view_reconstructions`)."""
     count = min(config.train.num_pictures, len(dataset))
-    every = max(1, len(dataset) // max(count, 1))
-    return draw_reconstructions(
-        {"prediction": model}, [dataset[i * every] for i in range(count)], path,
-        num_points=config.data.num_points, seed=config.train.seed,
-        sampling=config.eval.sampling, when=f"at step {step}",
-    )  # fmt: skip
+    samples = [dataset[i * max(1, len(dataset) // max(count, 1))] for i in range(count)]
+    settings = {"num_points": config.data.num_points, "seed": config.train.seed}
+    settings.update(sampling=config.eval.sampling, when=f"at step {step}")
+    view_reconstructions({"prediction": model}, samples, path.with_suffix(".html"), **settings)
+    draw_reconstructions({"prediction": model}, samples, path, **settings)

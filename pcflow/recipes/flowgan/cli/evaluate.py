@@ -10,7 +10,8 @@ Examples:
         --compare PSGN=runs/psgn/checkpoints/last.pt --baselines --out runs/compare
 
 Prints the metrics table(s) (Markdown) and writes OUT/metrics.json, OUT/table.md and
-OUT/pictures.png (input image | predictions | truth, seen from the image's viewpoint).
+OUT/pictures.png (input image | predictions | truth, seen from the image's viewpoint) and
+OUT/gallery.html, the same turned in a browser, FlowGAN's points coloured by their log-density.
 
 For FlowGAN checkpoints it also prints the diagnosis (`pcflow.recipes.flowgan.
 diagnose_reconstruction`): per category, the metrics of the *autoencoding bound* (the flow
@@ -48,7 +49,7 @@ from pcflow.recipes.flowgan import (
     load_model,
 )
 from pcflow.utils import CheckpointError
-from pcflow.viz import draw_reconstructions
+from pcflow.viz import draw_reconstructions, view_reconstructions
 
 
 def _name(config: FlowGANConfig) -> str:
@@ -192,14 +193,23 @@ def main(argv: list[str] | None = None) -> int:
             }
         payload["checkpoints"] = {name: str(path) for name, path in entries}
         (args.out / "metrics.json").write_text(json.dumps(payload, indent=2))
+        picks = [dataset[i] for i in select_per_category(dataset, 1)]
+        settings = {"num_points": eval_config.num_points, "seed": args.seed}
+        view_reconstructions(
+            models, picks, args.out / "gallery.html", **settings, sampling=sampling,
+            title=f"{', '.join(models)} on the {args.split} split: input, prediction, truth",
+        )  # fmt: skip
         try:
-            _picture(
-                models, dataset, eval_config.num_points, args.out / "pictures.png", args.seed,
-                sampling,
+            draw_reconstructions(
+                models, picks, args.out / "pictures.png", **settings, sampling=sampling,
+                examples_per_row=2 if len(models) == 1 else 1,
             )  # fmt: skip
         except ImportError as error:
             print(f"no picture: {error}", file=sys.stderr)
-        print(f"\nwrote {args.out / 'metrics.json'}, table.md, pictures.png", file=sys.stderr)
+        print(
+            f"\nwrote {args.out / 'metrics.json'}, table.md, pictures.png, gallery.html",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -207,17 +217,6 @@ def _sampling_of(model, sampling: SamplingOptions) -> SamplingOptions:
     # The PSGN-style baseline regresses its points: it neither tempers, trims nor thins (the
     # defaults are the model's own samples).
     return sampling if hasattr(model, "autoencode") else SamplingOptions()
-
-
-def _picture(
-    models: dict, dataset, num_points: int, path: Path, seed: int, sampling: SamplingOptions
-) -> None:
-    """One example per category: input image | each model's prediction | truth."""
-    draw_reconstructions(
-        models, [dataset[i] for i in select_per_category(dataset, 1)], path,
-        num_points=num_points, seed=seed, sampling=sampling,
-        examples_per_row=2 if len(models) == 1 else 1,
-    )  # fmt: skip
 
 
 if __name__ == "__main__":

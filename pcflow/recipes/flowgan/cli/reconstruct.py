@@ -4,7 +4,7 @@ Example:
 
     pcflow-flowgan reconstruct --checkpoint runs/quick/checkpoints/last.pt \\
         --image chair.png --num-points 10000 --out chair
-    # writes chair.ply and chair.png
+    # writes chair.ply, chair.png and chair.html (turn it in a browser)
 
 The image may be any format Pillow reads (PNG, JPEG, ...), RGB, RGBA (composited on white, as
 the training renderings), greyscale or palette; non-square images are padded with white to a
@@ -31,7 +31,7 @@ from pcflow.cli import (
 from pcflow.io import write_ply
 from pcflow.recipes.flowgan import load_model
 from pcflow.utils import CheckpointError
-from pcflow.viz import plot_point_clouds
+from pcflow.viz import plot_point_clouds, view_point_clouds
 
 
 class ImageError(ValueError):
@@ -133,12 +133,22 @@ def main(argv: list[str] | None = None) -> int:
     if png.resolve() == args.image.resolve():
         png = prefix.with_name(prefix.name + "_cloud.png")
     write_ply(ply, cloud.numpy())
+    html = prefix.with_name(prefix.name + ".html")
+    # The interactive view, coloured by each point's log-density under the model (by height
+    # for the PSGN-style baseline, or a drawn latent, which the page could not reproduce).
+    density = None
+    if hasattr(model, "log_density") and not args.sample_latent:
+        density = [model.log_density(image[None], cloud[None])[0]]
+    view_point_clouds(
+        [cloud], html, titles=[f"{args.num_points} points"], images=[image], values=density,
+        value_name="log-density", title=f"{args.image.name}: {args.num_points} points",
+    )  # fmt: skip
     try:
         plot_point_clouds([cloud], titles=[f"{args.num_points} points"], images=[image], path=png)
     except ImportError as error:
         print(f"no picture: {error}", file=sys.stderr)
         png = None
-    print(f"wrote {ply}" + (f" and {png}" if png else ""))
+    print(f"wrote {ply}, {html}" + (f" and {png}" if png else ""))
     return 0
 
 
