@@ -113,7 +113,7 @@ def chamfer_distance(
     )
     batch, num_x, _ = x.shape
     num_y = y.shape[1]
-    backend = resolve_backend(backend, x.device, num_x, num_y)
+    backend = resolve_backend(backend, x.device, num_x, num_y, norm)
     if backend == "pytorch3d":
         from pytorch3d.loss import chamfer_distance as chamfer_distance_pytorch3d
 

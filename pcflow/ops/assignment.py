@@ -15,13 +15,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import cdist
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from pcflow import _native
 from pcflow._checks import check_lengths, check_points, check_same_batch
+from pcflow.utils.optional import has_module
 
 __all__ = [
     "EMD_METHODS",
@@ -32,8 +31,11 @@ __all__ = [
     "matched_distances",
     "native_auction_available",
     "pot_available",
+    "scipy_available",
     "sinkhorn_assignment",
 ]
+
+_DIRECT = "donot_use_mm_for_euclid_dist"
 
 EMD_METHODS = ("exact", "auction", "sinkhorn")
 """Names accepted by ``assign``'s ``method`` and the EMD metric and loss built on it."""
@@ -106,9 +108,23 @@ def _normalised(x: Tensor, y: Tensor, lengths: Tensor | None, dtype: torch.dtype
     return (x * scale).to(dtype), (y * scale).to(dtype)
 
 
+def scipy_available() -> bool:
+    """Whether scipy, the exact solver installed by ``pcflow[scipy]``, can be imported."""
+    return has_module("scipy.optimize")
+
+
 def _solve_scipy(cost: np.ndarray) -> np.ndarray:
+    from scipy.optimize import linear_sum_assignment
+
     _, columns = linear_sum_assignment(cost)
     return columns
+
+
+def _distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # Differences, squared and summed, then the root: the direct formula (as scipy's cdist),
+    # not the expansion through a matrix product, which cancels for nearby points.
+    cost = torch.cdist(torch.from_numpy(a), torch.from_numpy(b), compute_mode=_DIRECT)
+    return cost.numpy()
 
 
 def _solve_pot(cost: np.ndarray) -> np.ndarray:
@@ -190,13 +206,19 @@ def exact_assignment(
         raise ValueError(f"solver must be 'auto', 'pot' or 'scipy', got {solver!r}")
     if solver == "pot" and not pot_available():
         raise ImportError("solver='pot' needs POT: pip install pot (or pcflow[fast])")
+    if solver == "scipy" and not scipy_available():
+        raise ImportError(
+            "the exact EMD needs scipy (or POT), which is not installed: "
+            "pip install 'pcflow[scipy]' (or 'pcflow[fast]' for POT), or use an approximate "
+            "method ('auction' or 'sinkhorn')"
+        )
     solve = _SOLVERS[solver]
     xs, ys = (part.cpu().numpy() for part in _normalised(x, y, lengths, torch.float64))
     sizes = [num] * xs.shape[0] if lengths is None else lengths.tolist()
 
     def task(index: int) -> np.ndarray:
         size = sizes[index]
-        columns = solve(cdist(xs[index, :size], ys[index, :size]))
+        columns = solve(_distance_matrix(xs[index, :size], ys[index, :size]))
         return np.concatenate([columns, np.arange(size, num)])
 
     batch = xs.shape[0]
@@ -519,7 +541,7 @@ def auction_assignment(
         indices = indices.to(x.device)
         xs, ys = _normalised(x[indices, :size], y[indices, :size], None, dtype)
         for part in _chunks(indices.shape[0], chunk_size):
-            cost = torch.cdist(xs[part], ys[part], compute_mode="donot_use_mm_for_euclid_dist")
+            cost = torch.cdist(xs[part], ys[part], compute_mode=_DIRECT)
             prices = torch.zeros(cost.shape[:2], dtype=dtype, device=cost.device)
             eps = cost.amax(dim=(1, 2)).clamp_min(torch.finfo(dtype).tiny) / 4
             columns, gaps = _auction(
@@ -621,7 +643,7 @@ def _sinkhorn_then_auction(
     max_bids_per_point: int,
 ) -> tuple[Tensor, Tensor]:
     dtype = x.dtype
-    cost = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
+    cost = torch.cdist(x, y, compute_mode=_DIRECT)
     num = cost.shape[1]
     largest = cost.amax(dim=(1, 2)).clamp_min(torch.finfo(dtype).tiny)[:, None, None]
     # A temperature far below the costs' scale makes cost / temperature overflow.
