@@ -115,7 +115,7 @@ def select_draws(
         keep = keep.sort(1).values
         draws, log_prob = _gather_points(draws, keep), log_prob.gather(1, keep)
     if spread > 1:
-        keep = sample_farthest_points(draws, num_points).idx.sort(1).values
+        keep = sample_farthest_points(draws, K=num_points).idx.sort(1).values
         draws = _gather_points(draws, keep)
         log_prob = None if log_prob is None else log_prob.gather(1, keep)
     return draws, log_prob
