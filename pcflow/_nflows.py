@@ -8,6 +8,10 @@ first imported and matplotlib is not loaded yet, the module runs with a stand-in
 ``matplotlib.pyplot`` that imports the real one on first attribute access. Nothing else
 changes: the stand-in is removed from ``sys.modules`` as soon as the module has run, so any
 later ``import matplotlib`` is the real one, and ``made.plt.figure`` still works.
+
+``install`` also silences one warning that users cannot act on: nflows' ``LULinear`` and
+``QRLinear`` call ``torch.triangular_solve``, which torch reports as deprecated. The filter
+matches that message raised from those two nflows modules only.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 import types
+import warnings
 from collections.abc import Sequence
 
 __all__ = ["DeferPyplotFinder", "install"]
@@ -79,7 +84,14 @@ class DeferPyplotFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Put `DeferPyplotFinder` first on ``sys.meta_path`` (once; a no-op afterwards)."""
+    """Put `DeferPyplotFinder` first on ``sys.meta_path`` (once) and filter nflows'
+    ``torch.triangular_solve`` deprecation warning."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"torch\.triangular_solve is deprecated",
+        category=UserWarning,
+        module=r"nflows\.transforms\.(lu|qr)$",
+    )
     if MODULE in sys.modules:
         return
     if not any(isinstance(finder, DeferPyplotFinder) for finder in sys.meta_path):

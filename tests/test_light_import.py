@@ -69,3 +69,18 @@ def test_matplotlib_loaded_first_is_left_alone() -> None:
         "print(made.plt is plt)"
     )
     assert out == "True"
+
+
+def test_nflows_triangular_solve_warning_is_filtered_there_only():
+    out = run_python(
+        "import warnings, torch, pcflow.flows\n"
+        "from nflows.transforms import LULinear\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    LULinear(3, identity_init=False).inverse(torch.randn(4, 3))\n"
+        "from_nflows = [str(w.message)[:40] for w in caught]\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    warnings.warn('torch.triangular_solve is deprecated (elsewhere)', UserWarning)\n"
+        "print(from_nflows, len(caught))"
+    )
+    assert out == "[] 1"
