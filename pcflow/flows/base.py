@@ -14,7 +14,7 @@ from pcflow._checks import check_context, check_finite, check_points, check_same
 from pcflow.flows.fused import fused_groups, kernel_takes, run_fused
 from pcflow.ops.sampling import sample_farthest_points
 from pcflow.transforms.base import PointTransform
-from pcflow.utils.deprecation import renamed_argument
+from pcflow.utils._deprecation import renamed_argument
 
 __all__ = [
     "ConditionalPointFlow",

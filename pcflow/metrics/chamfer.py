@@ -12,7 +12,7 @@ from pcflow.ops.knn import (
     nearest_neighbours,
     resolve_backend,
 )
-from pcflow.utils.deprecation import renamed_argument
+from pcflow.utils._deprecation import renamed_argument
 
 __all__ = ["chamfer_per_shape"]
 

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from pcflow._checks import check_lengths, check_points, check_same_batch
 from pcflow.ops.knn import knn_points
-from pcflow.utils.deprecation import renamed_argument
+from pcflow.utils._deprecation import renamed_argument
 
 __all__ = ["FScore", "f_score"]
 

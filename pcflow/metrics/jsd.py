@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from pcflow._checks import check_points
-from pcflow.utils.optional import import_optional
+from pcflow.utils._optional import import_optional
 
 __all__ = ["jensen_shannon_divergence"]
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from pcflow import _native
 from pcflow._checks import check_lengths, check_points, check_same_batch
-from pcflow.utils.optional import has_module
+from pcflow.utils._optional import has_module
 
 __all__ = [
     "EMD_DEFAULT_METHOD",

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pcflow._checks import check_lengths, check_points, check_same_batch
-from pcflow.utils.optional import has_module, import_optional
+from pcflow.utils._optional import has_module, import_optional
 
 __all__ = [
     "BACKENDS",
