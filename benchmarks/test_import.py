@@ -38,14 +38,14 @@ print(json.dumps([middle - start, end - middle]))
 def timed_import(module: str) -> tuple[float, float]:
     """``(torch seconds, module seconds)`` from one fresh interpreter."""
     environment = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-c", TIMED.format(module=module)],
         capture_output=True,
         text=True,
         env=environment,
-        check=True,
-    ).stdout
-    torch_seconds, module_seconds = json.loads(out.strip().splitlines()[-1])
+    )
+    assert result.returncode == 0, result.stderr
+    torch_seconds, module_seconds = json.loads(result.stdout.strip().splitlines()[-1])
     return torch_seconds, module_seconds
 
 
