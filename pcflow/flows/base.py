@@ -608,17 +608,17 @@ class ConditionalPointFlow(Flow):
                 ``T * noise``. Below 1 they gather where the density is high (fewer stray
                 points, less coverage); 1 samples the model itself, draw for draw as without
                 the option.
-            trim: Fraction ``q`` in ``[0, 1)`` of low-density draws to drop: ``ceil(num_points
-                / (1 - q))`` points are drawn per shape and the ``num_points`` where the model's
+            trim: Fraction ``q`` in ``[0, 1)`` of low-density draws to drop: ``ceil(num_samples
+                / (1 - q))`` points are drawn per shape and the ``num_samples`` where the model's
                 density is highest are kept, in the order drawn. It removes stray points in
                 the space between parts without shrinking the shape as a temperature does; 0
                 samples the model itself, draw for draw as without the option.
-            spread: ``s >= 1``: keep ``s * num_points`` draws (after trimming) and thin them
-                to ``num_points`` by farthest point sampling (`pcflow.ops.sample_farthest_points`,
+            spread: ``s >= 1``: keep ``s * num_samples`` draws (after trimming) and thin them
+                to ``num_samples`` by farthest point sampling (`pcflow.ops.sample_farthest_points`,
                 from the first kept draw), in the order drawn. Independent draws bunch in
                 places and leave gaps; the thinned points cover the sampled shape evenly. 1
                 samples the model itself, draw for draw as without the option. The thinning
-                takes ``num_points`` sequential steps over ``s * num_points`` points (about
+                takes ``num_samples`` sequential steps over ``s * num_samples`` points (about
                 0.5 s for 16 shapes of 2,500 points on two CPU cores): meant for thousands of
                 points per shape, not millions.
             batch_size: nflows' name of ``chunk_size`` (keyword-only).
