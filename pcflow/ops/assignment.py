@@ -123,7 +123,7 @@ def _normalised(x: Tensor, y: Tensor, lengths: Tensor | None, dtype: torch.dtype
 
 def scipy_available() -> bool:
     """Whether scipy, the exact solver installed by ``pcflow[scipy]``, can be imported."""
-    return has_module("scipy.optimize")
+    return has_module("scipy")
 
 
 def _solve_scipy(cost: np.ndarray) -> np.ndarray:

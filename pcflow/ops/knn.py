@@ -80,7 +80,7 @@ def pytorch3d_available() -> bool:
 def kdtree_available(norm: int = 2) -> bool:
     """Whether the ``"kdtree"`` backend can run for ``norm``: ``pykdtree`` (``norm=2``, from
     ``pcflow[fast]``) or ``scipy`` (either norm, from ``pcflow[scipy]``) is installed."""
-    return (norm == 2 and _pykdtree() is not None) or has_module("scipy.spatial")
+    return (norm == 2 and _pykdtree() is not None) or has_module("scipy")
 
 
 def resolve_backend(

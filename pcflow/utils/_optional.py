@@ -10,7 +10,8 @@ __all__ = ["has_module", "import_optional"]
 
 
 def has_module(name: str) -> bool:
-    """Whether ``name`` (e.g. ``"scipy.optimize"``) can be imported, without importing it.
+    """Whether ``name`` can be imported, without importing it (a dotted name imports its
+    parent package to look: pass a top-level name, e.g. ``"scipy"``, to import nothing).
 
     Example:
         >>> has_module("importlib"), has_module("no_such_package_here")
