@@ -17,6 +17,7 @@ from pcflow.flows.sampling import check_temperature as _check_temperature
 from pcflow.flows.sampling import check_trim as _check_trim
 from pcflow.ops.sampling import sample_farthest_points
 from pcflow.transforms.base import PointTransform
+from pcflow.utils._deprecation import renamed_argument
 
 __all__ = [
     "ConditionalPointFlow",
@@ -90,7 +91,7 @@ def select_draws(
         keep = keep.sort(1).values
         draws, log_prob = _gather_points(draws, keep), log_prob.gather(1, keep)
     if spread > 1:
-        keep = sample_farthest_points(draws, num_points).idx.sort(1).values
+        keep = sample_farthest_points(draws, K=num_points).idx.sort(1).values
         draws = _gather_points(draws, keep)
         log_prob = None if log_prob is None else log_prob.gather(1, keep)
     return draws, log_prob
@@ -453,19 +454,29 @@ class ConditionalPointFlow(Flow):
 
     # -------------------------------------------------------------------------------- public
     def log_prob(
-        self, points: Tensor, context: Tensor | None = None, per_point: bool = False
+        self,
+        inputs: Tensor | None = None,
+        context: Tensor | None = None,
+        per_point: bool = False,
+        *,
+        points: Tensor | None = None,
     ) -> Tensor:
         """Log-likelihood of point sets under the flow, given each shape's context.
 
+        nflows' ``Flow.log_prob(inputs, context)``: the same argument names, and one value per
+        batch element (here a set of points).
+
         Arguments:
-            points: Point sets, `(B, N, D)`.
+            inputs: Point sets, `(B, N, D)`.
             context: Per-shape context, `(B, C)`.
             per_point: Return each point's log-likelihood `(B, N)` instead of the sum per set.
+            points: Deprecated name of ``inputs``.
 
         Returns:
             `(B,)`, the sum over each set's points (natural log, constants included), or
             `(B, N)` with ``per_point=True``.
         """
+        points = _required("log_prob", "inputs", inputs, "points", points)
         batch, num_points = self._check_points(points, context)
         chunk = self._resolve_chunk(None, batch, num_points, points.dtype)
         pieces = []
@@ -477,16 +488,24 @@ class ConditionalPointFlow(Flow):
             return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
         return pieces[0] if len(pieces) == 1 else torch.stack(pieces).sum(0)
 
-    def transform_to_noise(self, points: Tensor, context: Tensor | None = None) -> Tensor:
-        """Map point sets to the base distribution's space.
+    def transform_to_noise(
+        self,
+        inputs: Tensor | None = None,
+        context: Tensor | None = None,
+        *,
+        points: Tensor | None = None,
+    ) -> Tensor:
+        """Map point sets to the base distribution's space (nflows' argument names).
 
         Arguments:
-            points: Point sets, `(B, N, D)`.
+            inputs: Point sets, `(B, N, D)`.
             context: Per-shape context, `(B, C)`.
+            points: Deprecated name of ``inputs``.
 
         Returns:
             The noise, `(B, N, D)`.
         """
+        points = _required("transform_to_noise", "inputs", inputs, "points", points)
         batch, num_points = self._check_points(points, context)
         chunk = self._resolve_chunk(None, batch, num_points, points.dtype)
         pieces = [
@@ -504,13 +523,14 @@ class ConditionalPointFlow(Flow):
         temperature: float = 1.0,
         trim: float = 0.0,
         spread: int = 1,
+        keep_per_point: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         batch = self._check_sample_args(num_points, context)
         temperature, trim = _check_temperature(temperature), _check_trim(trim)
         drawn = num_draws(num_points, trim, spread)
         # Trimming draws more points and keeps the densest: each point's density is needed;
         # spreading thins the kept points, so the log-likelihood of those left needs them too.
-        per_point = trim > 0 or (spread > 1 and with_log_prob)
+        per_point = trim > 0 or (spread > 1 and with_log_prob) or keep_per_point
         dtype = context.dtype if context is not None else self._distribution._reference.dtype
         chunk = self._resolve_chunk(chunk_size, batch, drawn, dtype)
         samples, log_probs = [], []
@@ -527,7 +547,9 @@ class ConditionalPointFlow(Flow):
         if per_point:
             log_prob = log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs, 1)
             out, kept = select_draws(out, num_points, log_prob=log_prob, trim=trim, spread=spread)
-            return out, kept.sum(1) if with_log_prob else None
+            if not with_log_prob:
+                return out, None
+            return out, kept if keep_per_point else kept.sum(1)
         out, _ = select_draws(out, num_points, spread=spread)
         if not with_log_prob:
             return out, None
@@ -535,18 +557,24 @@ class ConditionalPointFlow(Flow):
 
     def sample(
         self,
-        num_points: int,
+        num_samples: int | None = None,
         context: Tensor | None = None,
         chunk_size: int | None = None,
         *,
         temperature: float = 1.0,
         trim: float = 0.0,
         spread: int = 1,
+        batch_size: int | None = None,
+        num_points: int | None = None,
     ) -> Tensor:
-        """Sample ``num_points`` points for every shape (differentiable in context and weights).
+        """Sample ``num_samples`` points for every shape (differentiable in context and weights).
+
+        nflows' ``Flow.sample(num_samples, context, batch_size)``: the same argument names and
+        the same shape, `(context size, num_samples, D)`; a sample is a point, and the
+        ``num_samples`` points of a shape form its set.
 
         Arguments:
-            num_points: Points per shape, any positive number (millions are fine without
+            num_samples: Points per shape, any positive number (millions are fine without
                 autograd: they are generated in chunks within the memory budget).
             context: Per-shape context, `(B, C)`.
             chunk_size: Points per shape generated at a time; derived from ``memory_budget``
@@ -555,54 +583,75 @@ class ConditionalPointFlow(Flow):
                 ``T * noise``. Below 1 they gather where the density is high (fewer stray
                 points, less coverage); 1 samples the model itself, draw for draw as without
                 the option.
-            trim: Fraction ``q`` in ``[0, 1)`` of low-density draws to drop: ``ceil(num_points
-                / (1 - q))`` points are drawn per shape and the ``num_points`` where the model's
+            trim: Fraction ``q`` in ``[0, 1)`` of low-density draws to drop: ``ceil(num_samples
+                / (1 - q))`` points are drawn per shape and the ``num_samples`` where the model's
                 density is highest are kept, in the order drawn. It removes stray points in
                 the space between parts without shrinking the shape as a temperature does; 0
                 samples the model itself, draw for draw as without the option.
-            spread: ``s >= 1``: keep ``s * num_points`` draws (after trimming) and thin them
-                to ``num_points`` by farthest point sampling (`pcflow.ops.sample_farthest_points`,
+            spread: ``s >= 1``: keep ``s * num_samples`` draws (after trimming) and thin them
+                to ``num_samples`` by farthest point sampling (`pcflow.ops.sample_farthest_points`,
                 from the first kept draw), in the order drawn. Independent draws bunch in
                 places and leave gaps; the thinned points cover the sampled shape evenly. 1
                 samples the model itself, draw for draw as without the option. The thinning
-                takes ``num_points`` sequential steps over ``s * num_points`` points (about
+                takes ``num_samples`` sequential steps over ``s * num_samples`` points (about
                 0.5 s for 16 shapes of 2,500 points on two CPU cores): meant for thousands of
                 points per shape, not millions.
+            batch_size: nflows' name of ``chunk_size`` (keyword-only).
+            num_points: Deprecated name of ``num_samples``.
 
         Returns:
-            Points, `(B, num_points, D)`.
+            Points, `(B, num_samples, D)`.
         """
+        num_samples = _required("sample", "num_samples", num_samples, "num_points", num_points)
+        chunk_size = _nflows_batch_size(chunk_size, batch_size)
         return self._sample_chunks(
-            num_points, context, chunk_size, False, temperature=temperature, trim=trim,
+            num_samples, context, chunk_size, False, temperature=temperature, trim=trim,
             spread=spread,
         )[0]  # fmt: skip
 
     def sample_and_log_prob(
         self,
-        num_points: int,
+        num_samples: int | None = None,
         context: Tensor | None = None,
         chunk_size: int | None = None,
         *,
         temperature: float = 1.0,
         trim: float = 0.0,
         spread: int = 1,
+        per_point: bool = False,
+        batch_size: int | None = None,
+        num_points: int | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Sample points and the log-likelihood of each sampled set under the model.
 
+        nflows' argument names. Where the shapes differ from nflows: by default the
+        log-likelihood is one value per set, `(B,)`, the sum over its points (what `log_prob`
+        returns for the sampled sets); nflows returns one per sample, `(B, num_samples)`,
+        which ``per_point=True`` gives.
+
         Arguments:
-            num_points: Points per shape.
+            num_samples: Points per shape.
             context: Per-shape context, `(B, C)`.
             chunk_size: As in `sample`.
             temperature: As in `sample`; the log-likelihood is the (untempered) model's.
             trim: As in `sample`; the log-likelihood is the model's, of the points kept.
             spread: As in `sample`; the log-likelihood is the model's, of the points kept.
+            per_point: Each point's log-likelihood, `(B, num_samples)` (nflows' shape), instead
+                of the sum per set.
+            batch_size: nflows' name of ``chunk_size`` (keyword-only).
+            num_points: Deprecated name of ``num_samples``.
 
         Returns:
-            ``(points, log_prob)``: `(B, num_points, D)` and `(B,)`.
+            ``(points, log_prob)``: `(B, num_samples, D)` and `(B,)`, or
+            `(B, num_samples)` with ``per_point=True``.
         """
+        num_samples = _required(
+            "sample_and_log_prob", "num_samples", num_samples, "num_points", num_points
+        )
+        chunk_size = _nflows_batch_size(chunk_size, batch_size)
         return self._sample_chunks(
-            num_points, context, chunk_size, True, temperature=temperature, trim=trim,
-            spread=spread,
+            num_samples, context, chunk_size, True, temperature=temperature, trim=trim,
+            spread=spread, keep_per_point=per_point,
         )  # fmt: skip
 
     def _log_prob(self, inputs: Tensor, context: Tensor | None) -> Tensor:
@@ -610,3 +659,22 @@ class ConditionalPointFlow(Flow):
 
     def _sample(self, num_samples: int, context: Tensor | None) -> Tensor:
         return self.sample(num_samples, context)
+
+
+def _required(
+    function: str, name: str, value: object | None, old_name: str, old_value: object | None
+) -> object:
+    """The value of a required argument that also has a deprecated name."""
+    value = renamed_argument(function, old_name, old_value, name, value)
+    if value is None:
+        raise TypeError(f"{function}() missing required argument: {name!r}")
+    return value
+
+
+def _nflows_batch_size(chunk_size: int | None, batch_size: int | None) -> int | None:
+    # nflows' Distribution.sample(num_samples, context, batch_size): samples made at a time.
+    if batch_size is None:
+        return chunk_size
+    if chunk_size is not None:
+        raise TypeError("pass chunk_size or batch_size (its nflows name), not both")
+    return batch_size

@@ -24,8 +24,8 @@ _BATCH_REDUCTIONS = ("mean", "sum", None)
 def chamfer_distance(
     x: Tensor,
     y: Tensor,
-    x_lengths: Tensor | None = None,
-    y_lengths: Tensor | None = None,
+    lengths1: Tensor | None = None,
+    lengths2: Tensor | None = None,
     x_normals: Tensor | None = None,
     y_normals: Tensor | None = None,
     weights: Tensor | None = None,
@@ -35,10 +35,16 @@ def chamfer_distance(
     single_directional: bool = False,
     abs_cosine: bool = True,
     backend: str = "auto",
+    *,
+    x_lengths: Tensor | None = None,
+    y_lengths: Tensor | None = None,
 ) -> tuple[Tensor | tuple[Tensor, Tensor], Tensor | tuple[Tensor, Tensor] | None]:
     """Chamfer distance between two batches of point sets, as ``pytorch3d.loss.chamfer_distance``.
 
-    Same arguments, semantics and return value as PyTorch3D's (0.7.9), plus ``backend``. For
+    Same arguments, semantics and return value as PyTorch3D's (0.7.9), plus ``backend``; the
+    lengths are named ``lengths1`` and ``lengths2`` as everywhere in pcflow (third and fourth,
+    PyTorch3D's positions), and PyTorch3D's keywords ``x_lengths`` and ``y_lengths`` are
+    accepted for them. For
     each point of ``x`` the distance to its nearest neighbour in ``y`` (squared Euclidean for
     ``norm=2``, L1 for ``norm=1``), reduced over points, and the same from ``y`` to ``x``; the two
     directions are added. With the defaults, per shape:
@@ -62,11 +68,17 @@ def chamfer_distance(
     length of 0) and NaN or infinite values raise a ``ValueError`` instead of giving a silent
     zero or NaN; the zero-weights case returns documented shapes (below).
 
+    Half precision: float16 and bfloat16 clouds are searched in float32 and their distances
+    computed in their own dtype. Where a nearest-neighbour distance between finite points
+    overflows that dtype (float16 tops out at 65,504, so points more than about 256 apart for
+    ``norm=2``), this raises ``ValueError`` naming ``x``, ``y`` and the dtype rather than
+    returning ``inf`` (as Kaolin does): pass float32 or float64 tensors, or rescale the clouds.
+
     Arguments:
-        x: ``(B, N, D)`` point sets, padded when ``x_lengths`` is given.
-        y: ``(B, M, D)`` point sets, padded when ``y_lengths`` is given.
-        x_lengths: ``(B,)`` integer number of valid points per set of ``x``, in ``[1, N]``.
-        y_lengths: ``(B,)`` integer number of valid points per set of ``y``, in ``[1, M]``.
+        x: ``(B, N, D)`` point sets, padded when ``lengths1`` is given.
+        y: ``(B, M, D)`` point sets, padded when ``lengths2`` is given.
+        lengths1: ``(B,)`` integer number of valid points per set of ``x``, in ``[1, N]``.
+        lengths2: ``(B,)`` integer number of valid points per set of ``y``, in ``[1, M]``.
         x_normals: ``(B, N, D)`` normals of ``x``; with ``y_normals`` adds the normal term.
         y_normals: ``(B, M, D)`` normals of ``y``.
         weights: ``(B,)`` non-negative weights of the batch elements; ``"mean"`` batch reduction
@@ -81,6 +93,8 @@ def chamfer_distance(
         backend: ``"auto"``, ``"bruteforce"``, ``"kdtree"`` or ``"pytorch3d"`` (delegates the
             whole computation to ``pytorch3d.loss.chamfer_distance``); see
             ``pcflow.ops.knn_points``.
+        x_lengths: PyTorch3D's name of ``lengths1`` (keyword-only).
+        y_lengths: PyTorch3D's name of ``lengths2`` (keyword-only).
 
     Returns:
         ``(loss, loss_normals)``. ``loss`` is a scalar (batch reduction), ``(B,)`` (no batch
@@ -99,6 +113,8 @@ def chamfer_distance(
         >>> per_shape.shape
         torch.Size([4])
     """
+    x_lengths = _one_of("lengths1", lengths1, "x_lengths", x_lengths)
+    y_lengths = _one_of("lengths2", lengths2, "y_lengths", y_lengths)
     _check_arguments(
         x,
         y,
@@ -113,7 +129,7 @@ def chamfer_distance(
     )
     batch, num_x, _ = x.shape
     num_y = y.shape[1]
-    backend = resolve_backend(backend, x.device, num_x, num_y)
+    backend = resolve_backend(backend, x.device, num_x, num_y, norm)
     if backend == "pytorch3d":
         from pytorch3d.loss import chamfer_distance as chamfer_distance_pytorch3d
 
@@ -221,8 +237,8 @@ def _check_arguments(
         raise ValueError(f"x is on {x.device} but y is on {y.device}")
     if x.dtype != y.dtype:
         raise TypeError(f"x has dtype {x.dtype} but y has dtype {y.dtype}")
-    check_lengths("x_lengths", x_lengths, batch, num_x)
-    check_lengths("y_lengths", y_lengths, batch, num_y)
+    check_lengths("lengths1", x_lengths, batch, num_x)
+    check_lengths("lengths2", y_lengths, batch, num_y)
     for name, normals, points in (("x_normals", x_normals, x), ("y_normals", y_normals, y)):
         if normals is not None and (
             not isinstance(normals, Tensor) or normals.shape != points.shape
@@ -240,6 +256,19 @@ def _check_arguments(
         check_finite("weights", weights)
         if bool((weights < 0).any()):
             raise ValueError("weights cannot be negative")
+
+
+def _one_of(
+    name: str, value: Tensor | None, pytorch3d_name: str, pytorch3d_value: Tensor | None
+) -> Tensor | None:
+    # PyTorch3D's keyword is not deprecated: code written for PyTorch3D runs unchanged.
+    if pytorch3d_value is None:
+        return value
+    if value is not None:
+        raise TypeError(
+            f"chamfer_distance: pass {name} or {pytorch3d_name} (its PyTorch3D name), not both"
+        )
+    return pytorch3d_value
 
 
 def _full_lengths(lengths: Tensor | None, batch: int, num: int, device: torch.device) -> Tensor:

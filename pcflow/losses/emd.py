@@ -6,7 +6,13 @@ import torch
 from torch import Tensor
 
 from pcflow._checks import check_lengths, check_points
-from pcflow.ops.assignment import assign, matched_distances, native_auction_available
+from pcflow.ops.assignment import (
+    EMD_DEFAULT_METHOD,
+    EMD_DEFAULT_TOL,
+    assign,
+    matched_distances,
+    resolve_emd_method,
+)
 
 __all__ = ["emd_loss"]
 
@@ -14,8 +20,8 @@ __all__ = ["emd_loss"]
 def emd_loss(
     x: Tensor,
     y: Tensor,
-    method: str = "auto",
-    tol: float = 0.05,
+    method: str = EMD_DEFAULT_METHOD,
+    tol: float = EMD_DEFAULT_TOL,
     batch_reduction: str | None = "mean",
     lengths: Tensor | None = None,
 ) -> Tensor:
@@ -32,13 +38,16 @@ def emd_loss(
     Arguments:
         x: ``(B, N, D)`` point sets, e.g. generated.
         y: ``(B, N, D)`` point sets of the same size, e.g. targets.
-        method: ``"exact"``, ``"auction"``, ``"sinkhorn"`` or ``"auto"``: the auction (native
-            on CPU, torch on GPU), or exact on CPU where the native kernel cannot be built.
-        tol: Certified relative error of the approximate matchings (default 5%: a training
-            signal needs less precision than a table).
+        method: ``"auto"`` (the default, shared with ``earth_movers_distance``), ``"exact"``,
+            ``"auction"`` or ``"sinkhorn"``. ``"auto"`` is the auction (native on CPU, torch on
+            GPU), or exact on a CPU where the native kernel cannot be built (see
+            ``pcflow.ops.resolve_emd_method``).
+        tol: Certified relative error of the approximate matchings (default 0.01, shared with
+            ``earth_movers_distance``).
         batch_reduction: ``"mean"``, ``"sum"`` or ``None`` for ``(B,)`` values.
-        lengths: ``(B,)`` integer number of valid points of both ``x[b]`` and ``y[b]``, in
-            ``[1, N]``, for padded batches (padding gets no gradient); ``None``: all ``N``.
+        lengths: ``(B,)`` integer number of valid points of both ``x[b]`` and ``y[b]`` (one
+            number per pair: a one-to-one matching needs equal sizes), in ``[1, N]``, for padded
+            batches (padding gets no gradient); ``None``: all ``N``.
 
     Returns:
         A scalar, or ``(B,)`` with ``batch_reduction=None``.
@@ -55,9 +64,7 @@ def emd_loss(
         raise ValueError(f"batch_reduction must be 'mean', 'sum' or None, got {batch_reduction!r}")
     batch, num, _ = check_points("x", x)
     check_lengths("lengths", lengths, batch, num)
-    if method == "auto":
-        on_cpu = x.device.type == "cpu"
-        method = "exact" if on_cpu and not native_auction_available() else "auction"
+    method = resolve_emd_method(method, x.device)
     with torch.no_grad():
         permutation = assign(x, y, method, tol, lengths=lengths).permutation
     distances = matched_distances(x, y, permutation, lengths)

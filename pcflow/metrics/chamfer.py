@@ -12,6 +12,7 @@ from pcflow.ops.knn import (
     nearest_neighbours,
     resolve_backend,
 )
+from pcflow.utils._deprecation import renamed_argument
 
 __all__ = ["chamfer_per_shape"]
 
@@ -19,9 +20,12 @@ __all__ = ["chamfer_per_shape"]
 def chamfer_per_shape(
     pred: Tensor,
     gt: Tensor,
+    lengths1: Tensor | None = None,
+    lengths2: Tensor | None = None,
+    backend: str = "auto",
+    *,
     pred_lengths: Tensor | None = None,
     gt_lengths: Tensor | None = None,
-    backend: str = "auto",
 ) -> Tensor:
     """Chamfer distance of each predicted set to its ground truth, for evaluation tables.
 
@@ -39,10 +43,12 @@ def chamfer_per_shape(
     Arguments:
         pred: ``(B, N, D)`` predicted point sets.
         gt: ``(B, M, D)`` ground-truth point sets.
-        pred_lengths: ``(B,)`` valid sizes of padded predicted sets, or ``None``.
-        gt_lengths: ``(B,)`` valid sizes of padded ground-truth sets, or ``None``.
+        lengths1: ``(B,)`` valid sizes of padded predicted sets, or ``None``.
+        lengths2: ``(B,)`` valid sizes of padded ground-truth sets, or ``None``.
         backend: Nearest-neighbour backend, see ``pcflow.ops.knn_points`` (``"pytorch3d"``
             searches with the KD-tree or brute force here).
+        pred_lengths: Deprecated name of ``lengths1``.
+        gt_lengths: Deprecated name of ``lengths2``.
 
     Returns:
         ``(B,)`` Chamfer distances.
@@ -54,11 +60,17 @@ def chamfer_per_shape(
         >>> chamfer_per_shape(gt, gt)
         tensor([0., 0., 0.])
     """
+    pred_lengths = renamed_argument(
+        "chamfer_per_shape", "pred_lengths", pred_lengths, "lengths1", lengths1
+    )
+    gt_lengths = renamed_argument(
+        "chamfer_per_shape", "gt_lengths", gt_lengths, "lengths2", lengths2
+    )
     batch, num_pred, dim = check_points("pred", pred)
     _, num_gt, _ = check_points("gt", gt, dim)
     check_same_batch("pred", pred, "gt", gt)
-    check_lengths("pred_lengths", pred_lengths, batch, num_pred)
-    check_lengths("gt_lengths", gt_lengths, batch, num_gt)
+    check_lengths("lengths1", pred_lengths, batch, num_pred)
+    check_lengths("lengths2", gt_lengths, batch, num_gt)
     if pred.device != gt.device or pred.dtype != gt.dtype:
         raise ValueError(
             f"pred and gt must share device and dtype, got {pred.device}/{pred.dtype} and "

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from pcflow._checks import check_lengths, check_points, check_same_batch
 from pcflow.ops.knn import knn_points
+from pcflow.utils._deprecation import renamed_argument
 
 __all__ = ["FScore", "f_score"]
 
@@ -33,9 +34,12 @@ def f_score(
     gt: Tensor,
     threshold: float = 1e-3,
     squared: bool = True,
+    lengths1: Tensor | None = None,
+    lengths2: Tensor | None = None,
+    backend: str = "auto",
+    *,
     pred_lengths: Tensor | None = None,
     gt_lengths: Tensor | None = None,
-    backend: str = "auto",
 ) -> FScore:
     """Precision, recall and F-score of predicted point sets at a distance threshold.
 
@@ -58,13 +62,15 @@ def f_score(
     Not differentiable (counts); computed without gradient.
 
     Arguments:
-        pred: ``(B, N, D)`` predicted point sets, padded when ``pred_lengths`` is given.
-        gt: ``(B, M, D)`` ground-truth point sets, padded when ``gt_lengths`` is given.
+        pred: ``(B, N, D)`` predicted point sets, padded when ``lengths1`` is given.
+        gt: ``(B, M, D)`` ground-truth point sets, padded when ``lengths2`` is given.
         threshold: The distance threshold ``tau > 0`` (squared if ``squared``).
         squared: Whether ``threshold`` applies to squared distances.
-        pred_lengths: ``(B,)`` integer number of valid points per predicted set, in ``[1, N]``.
-        gt_lengths: ``(B,)`` integer number of valid points per ground-truth set, in ``[1, M]``.
+        lengths1: ``(B,)`` integer number of valid points per predicted set, in ``[1, N]``.
+        lengths2: ``(B,)`` integer number of valid points per ground-truth set, in ``[1, M]``.
         backend: Nearest-neighbour backend, see ``pcflow.ops.knn_points``.
+        pred_lengths: Deprecated name of ``lengths1``.
+        gt_lengths: Deprecated name of ``lengths2``.
 
     Returns:
         An ``FScore`` ``(precision, recall, f_score)``, each ``(B,)``.
@@ -80,11 +86,13 @@ def f_score(
         >>> f_score(gt, gt).f_score
         tensor([1., 1.])
     """
+    pred_lengths = renamed_argument("f_score", "pred_lengths", pred_lengths, "lengths1", lengths1)
+    gt_lengths = renamed_argument("f_score", "gt_lengths", gt_lengths, "lengths2", lengths2)
     batch, num_pred, dim = check_points("pred", pred)
     _, num_gt, _ = check_points("gt", gt, dim)
     check_same_batch("pred", pred, "gt", gt)
-    check_lengths("pred_lengths", pred_lengths, batch, num_pred)
-    check_lengths("gt_lengths", gt_lengths, batch, num_gt)
+    check_lengths("lengths1", pred_lengths, batch, num_pred)
+    check_lengths("lengths2", gt_lengths, batch, num_gt)
     if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold <= 0:
         raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
     with torch.no_grad():

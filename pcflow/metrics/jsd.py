@@ -7,10 +7,10 @@ import warnings
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 from torch import Tensor
 
 from pcflow._checks import check_points
+from pcflow.utils._optional import import_optional
 
 __all__ = ["jensen_shannon_divergence"]
 
@@ -71,7 +71,8 @@ def grid_counts(
             stacklevel=2,
         )
     grid = unit_cube_grid(resolution, in_sphere)
-    _, nearest = cKDTree(grid).query(points, k=1, workers=-1)
+    spatial = import_optional("scipy.spatial", "scipy", "jensen_shannon_divergence")
+    _, nearest = spatial.cKDTree(grid).query(points, k=1, workers=-1)
     return np.bincount(nearest, minlength=len(grid)).astype(np.float64)
 
 

@@ -13,12 +13,14 @@ import torch
 from torch import Tensor
 
 from pcflow._checks import check_lengths, check_points, check_same_batch
+from pcflow.utils._optional import has_module, import_optional
 
 __all__ = [
     "BACKENDS",
     "KDTREE_MIN_PAIRS",
     "KNN",
     "TILE_BYTES",
+    "kdtree_available",
     "knn_gather",
     "knn_points",
     "pytorch3d_available",
@@ -75,18 +77,28 @@ def pytorch3d_available() -> bool:
     return True
 
 
-def resolve_backend(backend: str, device: torch.device, num_points1: int, num_points2: int) -> str:
+def kdtree_available(norm: int = 2) -> bool:
+    """Whether the ``"kdtree"`` backend can run for ``norm``: ``pykdtree`` (``norm=2``, from
+    ``pcflow[fast]``) or ``scipy`` (either norm, from ``pcflow[scipy]``) is installed."""
+    return (norm == 2 and _pykdtree() is not None) or has_module("scipy")
+
+
+def resolve_backend(
+    backend: str, device: torch.device, num_points1: int, num_points2: int, norm: int = 2
+) -> str:
     """The backend that ``backend`` means for sets of these sizes on this device.
 
     ``"auto"`` is PyTorch3D on CUDA when it is installed, the brute-force tiles on any other
     accelerator, and on CPU the KD-tree for sets with ``N * M >= KDTREE_MIN_PAIRS`` (the measured
-    switch point), brute force below.
+    switch point) when a KD-tree library is installed (`kdtree_available`), brute force
+    otherwise.
 
     Arguments:
         backend: One of ``BACKENDS``.
         device: Where the points are.
         num_points1: The padded size ``N`` of the query sets.
         num_points2: The padded size ``M`` of the searched sets.
+        norm: ``2`` or ``1``; ``pykdtree`` serves only ``norm=2``.
 
     Returns:
         ``"bruteforce"``, ``"kdtree"`` or ``"pytorch3d"``.
@@ -96,13 +108,20 @@ def resolve_backend(backend: str, device: torch.device, num_points1: int, num_po
     if backend == "pytorch3d" and not pytorch3d_available():
         raise ImportError(
             'backend="pytorch3d" needs pytorch3d, which cannot be imported here; install it '
-            '(pip install "pcflow[pytorch3d]") or use backend="auto"'
+            '(see the installation page of pcflow\'s documentation) or use backend="auto"'
+        )
+    if backend == "kdtree" and not kdtree_available(norm):
+        raise ImportError(
+            'backend="kdtree" needs a KD-tree library, and neither pykdtree nor scipy is '
+            "installed: pip install 'pcflow[fast]' (pykdtree, norm=2) or 'pcflow[scipy]', "
+            'or use backend="auto"'
         )
     if backend != "auto":
         return backend
     if device.type == "cuda":
         return "pytorch3d" if pytorch3d_available() else "bruteforce"
-    if device.type == "cpu" and num_points1 * num_points2 >= KDTREE_MIN_PAIRS:
+    large = num_points1 * num_points2 >= KDTREE_MIN_PAIRS
+    if device.type == "cpu" and large and kdtree_available(norm):
         return "kdtree"
     return "bruteforce"
 
@@ -112,16 +131,19 @@ def knn_points(
     p2: Tensor,
     lengths1: Tensor | None = None,
     lengths2: Tensor | None = None,
-    K: int = 1,
-    backend: str = "auto",
-    return_nn: bool = False,
-    *,
     norm: int = 2,
+    K: int = 1,
+    version: int = -1,
+    return_nn: bool = False,
+    return_sorted: bool = True,
+    *,
+    backend: str = "auto",
 ) -> KNN:
     """The ``K`` nearest neighbours in ``p2`` of every point of ``p1``, per batch element.
 
-    A drop-in for ``pytorch3d.ops.knn_points`` (same result, ``norm`` keyword-only) that needs no
-    compiled extension. The search runs without gradient on one of three backends; the returned
+    A drop-in for ``pytorch3d.ops.knn_points``: the same arguments in the same order, the same
+    result, and pcflow's one extra option, ``backend``, keyword-only. It needs no compiled
+    extension. The search runs without gradient on one of three backends; the returned
     distances are then recomputed in torch from the found indices (a gather and a squared
     difference), so their gradient with respect to ``p1`` and ``p2`` is exact autograd, the same
     as a brute-force reference's wherever the nearest neighbour is unique.
@@ -133,17 +155,24 @@ def knn_points(
       batched matrix product per tile; any device.
     - ``"kdtree"``: a KD-tree per set (``pykdtree`` when installed, else ``scipy.spatial.cKDTree``;
       ``cKDTree`` for ``norm=1``), the batch spread over a thread pool; runs on CPU (tensors on
-      another device make a round trip).
+      another device make a round trip). Needs ``pcflow[fast]`` or ``pcflow[scipy]``.
     - ``"pytorch3d"``: ``pytorch3d.ops.knn_points`` (optional dependency).
     - ``"auto"``: PyTorch3D on CUDA when installed, else brute-force tiles on accelerators; on
       CPU the KD-tree when ``N * M >= pcflow.ops.knn.KDTREE_MIN_PAIRS`` (``2**16``, e.g.
-      ``N = M = 256``), brute force below. The switch point was measured
-      (``benchmarks/test_chamfer.py::test_switch_point``, B = 32, 2 CPU cores): brute force is
-      2 to 5 times faster up to ``N = M = 128``, the two cross between about 140 and 300, and
-      the KD-tree is 3 to 10 times faster at 512 and 8 to 23 times at 2,048.
+      ``N = M = 256``) and a KD-tree library is installed, brute force otherwise. The switch
+      point was measured (``benchmarks/test_chamfer.py::test_switch_point``, B = 32, 2 CPU
+      cores): brute force is 2 to 5 times faster up to ``N = M = 128``, the two cross between
+      about 140 and 300, and the KD-tree is 3 to 10 times faster at 512 and 8 to 23 times at
+      2,048.
 
     Values: distances agree with brute force up to float rounding; ties (several neighbours at the
     same distance) may be broken differently by different backends.
+
+    Half precision: float16 and bfloat16 clouds are searched in float32 and their distances
+    returned in their own dtype. Where a distance between finite points overflows that dtype
+    (float16 tops out at 65,504, so points more than about 256 apart for ``norm=2``), this
+    raises ``ValueError`` naming ``p1``, ``p2`` and the dtype rather than returning ``inf`` (as
+    Kaolin does): pass float32 or float64 tensors, or rescale the clouds.
 
     Arguments:
         p1: ``(B, N, D)`` query points, padded when ``lengths1`` is given.
@@ -152,11 +181,17 @@ def knn_points(
             ``None`` means all ``N``.
         lengths2: ``(B,)`` integer number of valid points of each set of ``p2``, in ``[1, M]``;
             ``None`` means all ``M``.
+        norm: ``2`` for squared Euclidean distances, ``1`` for L1 distances.
         K: Number of neighbours, ``>= 1``. Where a set of ``p2`` has fewer than ``K`` points the
             missing neighbours are padded with zero distances and indices (as PyTorch3D does).
-        backend: ``"auto"``, ``"bruteforce"``, ``"kdtree"`` or ``"pytorch3d"``.
+        version: PyTorch3D's choice of CUDA kernel, passed to it with ``backend="pytorch3d"``
+            (``-1``: PyTorch3D chooses); pcflow's own backends have a single implementation and
+            accept any integer.
         return_nn: Whether to also return the neighbours' coordinates.
-        norm: ``2`` for squared Euclidean distances, ``1`` for L1 distances.
+        return_sorted: Whether the ``K`` neighbours must come in ascending order of distance.
+            pcflow's backends always sort them (``False`` allows any order, and sorted is one);
+            PyTorch3D's receives the flag.
+        backend: ``"auto"``, ``"bruteforce"``, ``"kdtree"`` or ``"pytorch3d"`` (keyword-only).
 
     Returns:
         A ``KNN`` ``(dists (B, N, K), idx (B, N, K), knn (B, N, K, D) or None)``; ``dists``
@@ -169,6 +204,9 @@ def knn_points(
         >>> dists, idx, _ = knn_points(p1, p2, K=4)
         >>> dists.shape, idx.shape
         (torch.Size([2, 100, 4]), torch.Size([2, 100, 4]))
+        >>> lengths = torch.tensor([100, 50])
+        >>> knn_points(p1, p2, lengths, None, 1, 4).dists.shape  # PyTorch3D's positional order
+        torch.Size([2, 100, 4])
     """
     batch, num1, dim = check_points("p1", p1)
     _, num2, _ = check_points("p2", p2, dim)
@@ -176,12 +214,22 @@ def knn_points(
     check_lengths("lengths1", lengths1, batch, num1)
     check_lengths("lengths2", lengths2, batch, num2)
     _check_options(K, norm, p1, p2)
-    backend = resolve_backend(backend, p1.device, num1, num2)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError(f"version must be an int (-1: the default), got {version!r}")
+    backend = resolve_backend(backend, p1.device, num1, num2, norm)
     if backend == "pytorch3d":
         from pytorch3d.ops import knn_points as knn_points_pytorch3d
 
         result = knn_points_pytorch3d(
-            p1, p2, lengths1=lengths1, lengths2=lengths2, norm=norm, K=K, return_nn=return_nn
+            p1,
+            p2,
+            lengths1=lengths1,
+            lengths2=lengths2,
+            norm=norm,
+            K=K,
+            version=version,
+            return_nn=return_nn,
+            return_sorted=return_sorted,
         )
         return KNN(result.dists, result.idx, result.knn)
     lengths1 = _full_lengths(lengths1, batch, num1, p1.device)
@@ -274,7 +322,10 @@ def _check_options(K: int, norm: int, p1: Tensor, p2: Tensor) -> None:
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise ValueError(f"K must be an integer >= 1, got {K!r}")
     if norm not in (1, 2):
-        raise ValueError(f"norm must be 1 (L1) or 2 (squared Euclidean), got {norm!r}")
+        raise ValueError(
+            f"norm must be 1 (L1) or 2 (squared Euclidean), got {norm!r} (knn_points takes "
+            "PyTorch3D's order: p1, p2, lengths1, lengths2, norm, K; pass K=... by name)"
+        )
     if p1.device != p2.device:
         raise ValueError(f"p1 is on {p1.device} but p2 is on {p2.device}")
     if p1.dtype != p2.dtype:
@@ -489,9 +540,8 @@ def _query_one(
     if norm == 2 and pykdtree is not None:
         _, idx = pykdtree(data).query(queries, k=k)
     else:
-        from scipy.spatial import cKDTree
-
-        _, idx = cKDTree(data).query(queries, k=k, p=norm, workers=workers)
+        spatial = import_optional("scipy.spatial", "scipy", 'backend="kdtree"')
+        _, idx = spatial.cKDTree(data).query(queries, k=k, p=norm, workers=workers)
     return np.asarray(idx, dtype=np.int64).reshape(len(queries), k)
 
 

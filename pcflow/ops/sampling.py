@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -26,18 +28,25 @@ class FarthestPoints(NamedTuple):
 
 def sample_farthest_points(
     points: Tensor,
-    num_samples: int,
-    *,
     lengths: Tensor | None = None,
+    K: int | Sequence[int] | Tensor = 50,
+    random_start_point: bool = False,
+    *,
     start: Tensor | None = None,
+    num_samples: int | None = None,
 ) -> FarthestPoints:
-    """Select ``num_samples`` points of each set by farthest point sampling.
+    """Select ``K`` points of each set by farthest point sampling.
 
     Starting from one point, each next point is the one farthest (Euclidean) from those already
     selected; ties go to the lowest index. The subset covers the set's extent evenly, whatever
-    the input's density. Same semantics as PyTorch3D's ``sample_farthest_points`` (with
-    ``random_start_point=False`` when ``start`` is ``None``); no gradient flows through the
-    choice, but ``points`` of the result are gathered differentiably.
+    the input's density. A drop-in for PyTorch3D's ``sample_farthest_points``: the same
+    arguments in the same order (``points, lengths, K, random_start_point``), the same choice of
+    points, and a ``(points, idx)`` result; pcflow's extra option ``start`` is keyword-only. No
+    gradient flows through the choice, but ``points`` of the result are gathered
+    differentiably.
+
+    Where it departs from PyTorch3D: a ``K`` larger than a set's length raises ``ValueError``
+    (PyTorch3D returns fewer points, padded); points are not converted to float32.
 
     References:
         Eldar, Lindenbaum, Porat, Zeevi. "The Farthest Point Strategy for Progressive Image
@@ -45,11 +54,18 @@ def sample_farthest_points(
 
     Arguments:
         points: Point sets ``(B, N, D)``, finite.
-        num_samples: ``K``, points to select per set, ``1 <= K <= N`` (at most each set's
-            length when ``lengths`` is given).
         lengths: ``(B,)`` int64 number of valid points of each set (the rest is padding, never
             selected); ``None`` when all ``N`` are valid.
-        start: ``(B,)`` int64 index of each set's first selected point; ``None`` for index 0.
+        K: Points to select per set: an int, ``1 <= K <= N`` (at most each set's length when
+            ``lengths`` is given), or one per set, a ``(B,)`` tensor or list; then the result
+            has ``max(K)`` slots and set ``b``'s slots from ``K[b]`` on hold index ``-1`` and
+            zero points (as in PyTorch3D).
+        random_start_point: Start each set at a point drawn uniformly among its valid points by
+            ``torch.randint`` (as PyTorch3D, so ``torch.manual_seed`` makes it repeatable);
+            ``False`` starts at index 0.
+        start: ``(B,)`` int64 index of each set's first selected point (keyword-only; not with
+            ``random_start_point``); ``None`` for index 0.
+        num_samples: Deprecated name of ``K`` (``DeprecationWarning``).
 
     Returns:
         `FarthestPoints`: ``points`` ``(B, K, D)`` and ``idx`` ``(B, K)``, in selection order.
@@ -57,19 +73,76 @@ def sample_farthest_points(
     Example:
         >>> import torch
         >>> line = torch.tensor([[[0.0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [1.0, 0, 0]]])
-        >>> sample_farthest_points(line, 2).idx.tolist()
+        >>> sample_farthest_points(line, K=2).idx.tolist()
+        [[0, 3]]
+        >>> sample_farthest_points(line, None, 2).idx.tolist()  # PyTorch3D's positional order
         [[0, 3]]
     """
     batch, num_points, _ = check_points("points", points)
-    check_lengths("lengths", lengths, batch, num_points)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-        raise TypeError(f"num_samples must be an int, got {type(num_samples).__name__}")
-    shortest = int(lengths.min()) if lengths is not None and batch else num_points
-    if not 1 <= num_samples <= shortest:
-        raise ValueError(
-            f"num_samples must be between 1 and the number of points of the shortest set "
-            f"({shortest}), got {num_samples}"
+    if isinstance(lengths, int):
+        raise TypeError(
+            f"lengths must be a ({batch},) integer tensor or None, got the int {lengths}: the "
+            "number of samples is K, the third argument (PyTorch3D's order: points, lengths, K, "
+            "random_start_point); pass K=... by name"
         )
+    check_lengths("lengths", lengths, batch, num_points)
+    if num_samples is not None:
+        warnings.warn(
+            "sample_farthest_points(num_samples=...) is deprecated; use K=... (PyTorch3D's name)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if K != 50 and K != num_samples:
+            raise TypeError(
+                f"pass K or num_samples, not both (got K={K}, num_samples={num_samples})"
+            )
+        K = num_samples
+    per_set = _per_set_samples(K, batch, points.device)
+    sizes = [num_points] * batch if lengths is None else lengths.tolist()
+    wanted = [K] * batch if per_set is None else per_set.tolist()
+    for b, (k, size) in enumerate(zip(wanted, sizes, strict=True)):
+        if not 1 <= k <= size:
+            raise ValueError(
+                f"K must be between 1 and the number of points of each set, got K = {k} for "
+                f"set {b} of {size} points"
+            )
+    most = max(wanted, default=1)
+    if random_start_point:
+        if start is not None:
+            raise ValueError("pass start or random_start_point=True, not both")
+        # One draw per set from the default generator, in PyTorch3D's order.
+        start = torch.tensor([int(torch.randint(high=size, size=(1,))) for size in sizes])
+    idx = _farthest_indices(points, lengths, most, start)
+    if per_set is not None:
+        unused = torch.arange(most, device=points.device)[None] >= per_set[:, None]
+        idx = idx.masked_fill(unused, -1)
+        selected = points.gather(1, idx.clamp(min=0)[..., None].expand(-1, -1, points.shape[-1]))
+        return FarthestPoints(selected.masked_fill(unused[..., None], 0.0), idx)
+    selected = points.gather(1, idx[..., None].expand(-1, -1, points.shape[-1]))
+    return FarthestPoints(selected, idx)
+
+
+def _per_set_samples(
+    K: int | Sequence[int] | Tensor, batch: int, device: torch.device
+) -> Tensor | None:
+    """``K`` per set as a ``(B,)`` int64 tensor, or ``None`` for one int for all."""
+    if isinstance(K, bool):
+        raise TypeError(f"K must be an int or a ({batch},) integer tensor, got {K!r}")
+    if isinstance(K, int):
+        return None
+    if isinstance(K, Sequence):
+        K = torch.tensor(list(K), dtype=torch.int64)
+    if not isinstance(K, Tensor) or K.shape != (batch,) or K.is_floating_point():
+        got = f"{K.dtype} {tuple(K.shape)}" if isinstance(K, Tensor) else type(K).__name__
+        raise TypeError(f"K must be an int or a ({batch},) integer tensor, got {got}")
+    return K.to(device=device, dtype=torch.int64)
+
+
+def _farthest_indices(
+    points: Tensor, lengths: Tensor | None, num_samples: int, start: Tensor | None
+) -> Tensor:
+    """``(B, num_samples)`` indices, in selection order (checked arguments)."""
+    batch, num_points, _ = points.shape
     rows = torch.arange(batch, device=points.device)
     if start is None:
         current = torch.zeros(batch, dtype=torch.long, device=points.device)
@@ -99,5 +172,4 @@ def sample_farthest_points(
             distance.add_(torch.sub(planes[axis], chosen[axis], out=term).square_())
         torch.minimum(nearest, distance, out=nearest)
         current = nearest.argmax(1)  # the first of equal maxima
-    selected = points.gather(1, idx[..., None].expand(-1, -1, points.shape[-1]))
-    return FarthestPoints(selected, idx)
+    return idx

@@ -77,5 +77,10 @@ def test_navigation_keeps_contributor_pages_out_of_the_top_level() -> None:
     assert "Writing these docs" not in top
     about = next(item["About"] for item in nav if isinstance(item, dict) and "About" in item)
     pages = [next(iter(entry.values())) for entry in about]
-    assert pages == ["changelog.md", "citing.md", "writing-docs.md"]
+    assert pages == ["changelog.md", "citing.md"]
+    contributing = next(
+        item["Contributing"] for item in nav if isinstance(item, dict) and "Contributing" in item
+    )
+    assert [next(iter(entry.values())) for entry in contributing] == ["writing-docs.md"]
+    assert top[-1] == "Contributing"  # after everything a user reads
     assert "docs/_ext/project_facts.py" in config["hooks"]

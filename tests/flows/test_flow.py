@@ -605,3 +605,70 @@ def test_freevar_errors_name_the_problem():
         base.log_prob(torch.randn(2, 5, 3))
     with pytest.raises(ValueError, match=r"context must have shape \(B, 4\)"):
         base.log_prob(torch.randn(2, 5, 3), torch.randn(2, 3))
+
+
+# ----------------------------------------------------------------------------------------------
+# nflows' Flow API: keyword names and shapes
+
+
+def test_nflows_keyword_names_match_nflows_own_flow():
+    # nflows' Flow run on the same transform and base distribution is the reference: its
+    # log_prob(inputs=, context=) is log p(noise) + logabsdet, one value per batch element.
+    from nflows.flows import Flow
+
+    flow = make_flow()
+    reference = Flow(flow._transform, flow._distribution)
+    z = torch.randn(2, 5, dtype=torch.float64)
+    x = torch.randn(2, 30, 3, dtype=torch.float64)
+    expected = reference.log_prob(inputs=x, context=z)
+    assert expected.shape == (2,)
+    torch.testing.assert_close(flow.log_prob(inputs=x, context=z), expected)
+    torch.testing.assert_close(flow.log_prob(x, z), expected)
+    torch.testing.assert_close(
+        flow.transform_to_noise(inputs=x, context=z), reference.transform_to_noise(x, context=z)
+    )
+
+
+def test_nflows_sample_keywords_and_shapes():
+    flow = make_flow()
+    z = torch.randn(3, 5, dtype=torch.float64)
+    torch.manual_seed(1)
+    named = flow.sample(num_samples=7, context=z)
+    torch.manual_seed(1)
+    positional = flow.sample(7, z)
+    assert named.shape == (3, 7, 3)  # nflows: (context size, num_samples, features)
+    torch.testing.assert_close(named, positional)
+    torch.manual_seed(1)
+    in_batches = flow.sample(num_samples=7, context=z, batch_size=2)
+    torch.testing.assert_close(in_batches.shape, named.shape)
+    with pytest.raises(TypeError, match="not both"):
+        flow.sample(7, z, 2, batch_size=2)
+
+
+def test_sample_and_log_prob_per_point_is_nflows_shape():
+    flow = make_flow()
+    z = torch.randn(2, 5, dtype=torch.float64)
+    torch.manual_seed(2)
+    points, per_point = flow.sample_and_log_prob(num_samples=6, context=z, per_point=True)
+    assert points.shape == (2, 6, 3) and per_point.shape == (2, 6)  # nflows' shapes
+    torch.testing.assert_close(per_point, flow.log_prob(points, z, per_point=True))
+    torch.manual_seed(2)
+    same, per_set = flow.sample_and_log_prob(6, z)
+    torch.testing.assert_close(same, points)
+    assert per_set.shape == (2,)
+    torch.testing.assert_close(per_set, per_point.sum(1))
+    torch.testing.assert_close(per_set, flow.log_prob(points, z))
+
+
+def test_old_argument_names_are_deprecated():
+    flow = make_flow()
+    z = torch.randn(2, 5, dtype=torch.float64)
+    x = torch.randn(2, 10, 3, dtype=torch.float64)
+    with pytest.warns(
+        DeprecationWarning, match=r"log_prob\(points=...\) is deprecated; use inputs"
+    ):
+        torch.testing.assert_close(flow.log_prob(points=x, context=z), flow.log_prob(x, z))
+    with pytest.warns(DeprecationWarning, match="use num_samples"):
+        assert flow.sample(num_points=4, context=z).shape == (2, 4, 3)
+    with pytest.raises(TypeError, match="missing required argument: 'inputs'"):
+        flow.log_prob(context=z)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -24,8 +26,8 @@ def nearest(a, b, norm):
 def reference_chamfer(
     x,
     y,
-    x_lengths=None,
-    y_lengths=None,
+    lengths1=None,
+    lengths2=None,
     x_normals=None,
     y_normals=None,
     weights=None,
@@ -36,6 +38,7 @@ def reference_chamfer(
     abs_cosine=True,
 ):
     """PyTorch3D's documented semantics, written shape by shape."""
+    x_lengths, y_lengths = lengths1, lengths2
     batch = x.shape[0]
     x_lengths = [x.shape[1]] * batch if x_lengths is None else x_lengths.tolist()
     y_lengths = [y.shape[1]] * batch if y_lengths is None else y_lengths.tolist()
@@ -116,8 +119,8 @@ def make_inputs(heterogeneous, dtype=torch.float64, normals=False):
     y = torch.randn(3, 17, 3, dtype=dtype, requires_grad=True)
     kwargs = {}
     if heterogeneous:
-        kwargs["x_lengths"] = torch.tensor([24, 5, 13])
-        kwargs["y_lengths"] = torch.tensor([1, 17, 9])
+        kwargs["lengths1"] = torch.tensor([24, 5, 13])
+        kwargs["lengths2"] = torch.tensor([1, 17, 9])
     if normals:
         kwargs["x_normals"] = torch.randn(3, 24, 3, dtype=dtype, requires_grad=True)
         kwargs["y_normals"] = torch.randn(3, 17, 3, dtype=dtype, requires_grad=True)
@@ -275,8 +278,8 @@ def test_pytorch3d_backend_delegates_or_explains():
         ({"y": torch.randn(2, 5, 2)}, ValueError, "y must have shape"),
         ({"x": torch.full((2, 4, 3), float("nan"))}, ValueError, "x must be finite"),
         ({"y": torch.randn(2, 0, 3)}, ValueError, "empty point sets"),
-        ({"x_lengths": torch.tensor([4, 9])}, ValueError, r"x_lengths must lie in \[1, 4\]"),
-        ({"y_lengths": torch.tensor([0, 1])}, ValueError, r"y_lengths must lie in \[1, 5\]"),
+        ({"lengths1": torch.tensor([4, 9])}, ValueError, r"lengths1 must lie in \[1, 4\]"),
+        ({"lengths2": torch.tensor([0, 1])}, ValueError, r"lengths2 must lie in \[1, 5\]"),
         ({"x_normals": torch.randn(2, 3, 3)}, ValueError, "x_normals must have the shape"),
         ({"y_normals": torch.full((2, 5, 3), float("inf"))}, ValueError, "y_normals must be"),
         ({"weights": torch.tensor([1.0, -1.0])}, ValueError, "weights cannot be negative"),
@@ -312,3 +315,19 @@ def test_huge_coordinates_error_in_float32_and_exact_in_float64(backend):
     d = torch.cdist(x[0], y[0]).square()
     expected = d.min(1).values.mean() + d.min(0).values.mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_pytorch3d_keywords_x_and_y_lengths_are_accepted_without_warning():
+    x, y = torch.randn(3, 24, 3, dtype=torch.float64), torch.randn(3, 17, 3, dtype=torch.float64)
+    lengths1, lengths2 = torch.tensor([24, 5, 13]), torch.tensor([1, 17, 9])
+    expected, _ = chamfer_distance(x, y, lengths1, lengths2, batch_reduction=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch3D's names are not deprecated
+        got, _ = chamfer_distance(
+            x, y, x_lengths=lengths1, y_lengths=lengths2, batch_reduction=None
+        )
+    torch.testing.assert_close(got, expected)
+    reference, _ = reference_chamfer(x, y, lengths1, lengths2, batch_reduction=None)
+    torch.testing.assert_close(got, reference)
+    with pytest.raises(TypeError, match="not both"):
+        chamfer_distance(x, y, lengths1, x_lengths=lengths1)

@@ -42,20 +42,25 @@ def surface_samples(num: int, generator: torch.Generator) -> torch.Tensor:
 def test_exact_equals_scipy() -> None:
     x, y = torch.rand(4, 80, 3), torch.randn(4, 80, 3)
     np.testing.assert_allclose(
-        earth_movers_distance(x.double(), y.double()).numpy(), reference_emd(x, y), rtol=1e-10
+        earth_movers_distance(x.double(), y.double(), "exact").numpy(),
+        reference_emd(x, y),
+        rtol=1e-10,
     )
-    assert earth_movers_distance(x, y).dtype == torch.float32
+    assert earth_movers_distance(x, y, "exact").dtype == torch.float32
 
 
 def test_translation_and_symmetry() -> None:
     y = torch.rand(2, 64, 3, dtype=torch.float64)
     shift = torch.tensor([0.3, -0.4, 0.0], dtype=torch.float64)
-    np.testing.assert_allclose(earth_movers_distance(y + shift, y).numpy(), [0.5, 0.5])
+    exact = "exact"
+    np.testing.assert_allclose(earth_movers_distance(y + shift, y, exact).numpy(), [0.5, 0.5])
     x = torch.rand(2, 64, 3, dtype=torch.float64)
     np.testing.assert_allclose(
-        earth_movers_distance(x, y).numpy(), earth_movers_distance(y, x).numpy(), rtol=1e-12
+        earth_movers_distance(x, y, exact).numpy(),
+        earth_movers_distance(y, x, exact).numpy(),
+        rtol=1e-12,
     )
-    assert torch.equal(earth_movers_distance(y, y), torch.zeros(2, dtype=torch.float64))
+    assert torch.equal(earth_movers_distance(y, y, exact), torch.zeros(2, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("method", ["auction", "sinkhorn"])
@@ -77,16 +82,9 @@ def test_errors() -> None:
         earth_movers_distance(torch.rand(1, 10, 3), torch.rand(1, 10, 3), method="approx")
     with pytest.raises(ValueError, match="NaN"):
         earth_movers_distance(torch.rand(1, 10, 3), torch.full((1, 10, 3), float("nan")))
-    with pytest.raises(ValueError, match="x_lengths and y_lengths must be equal"):
+    with pytest.raises(ValueError, match="lengths must lie in"):
         earth_movers_distance(
-            torch.rand(2, 10, 3),
-            torch.rand(2, 10, 3),
-            x_lengths=torch.tensor([10, 7]),
-            y_lengths=torch.tensor([10, 8]),
-        )
-    with pytest.raises(ValueError, match="y_lengths must lie in"):
-        earth_movers_distance(
-            torch.rand(1, 10, 3), torch.rand(1, 10, 3), y_lengths=torch.tensor([11])
+            torch.rand(1, 10, 3), torch.rand(1, 10, 3), lengths=torch.tensor([11])
         )
 
 
@@ -112,13 +110,47 @@ def test_padded_batch_equals_each_unpadded_pair(method: str) -> None:
     y = torch.rand(3, 40, 3, generator=generator, dtype=torch.float64)
     lengths = torch.tensor([40, 12, 2])
     x[1, 12:], y[2, 2:] = 1e9, -1e9  # padding may hold anything finite
-    values = earth_movers_distance(x, y, method, x_lengths=lengths, y_lengths=lengths).numpy()
+    values = earth_movers_distance(x, y, method, lengths=lengths).numpy()
     exact = np.array(
         [reference_emd(x[b : b + 1, :n], y[b : b + 1, :n])[0] for b, n in enumerate([40, 12, 2])]
     )
     tolerance = 1e-10 if method == "exact" else 0.01
     assert (values >= exact * (1 - 1e-10)).all()
     assert (values <= exact * (1 + tolerance)).all()
+    # The deprecated pair of names gives the same values, with a warning naming lengths.
+    with pytest.warns(DeprecationWarning, match=r"use lengths="):
+        old = earth_movers_distance(x, y, method, x_lengths=lengths, y_lengths=lengths)
+    np.testing.assert_array_equal(old.numpy(), values)
+
+
+def test_deprecated_x_and_y_lengths_must_still_be_equal() -> None:
+    x, y = torch.rand(2, 10, 3), torch.rand(2, 10, 3)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="must be equal"):
+        earth_movers_distance(
+            x, y, x_lengths=torch.tensor([10, 7]), y_lengths=torch.tensor([10, 8])
+        )
     # Only x's lengths given means y is full: here they differ, which raises.
-    with pytest.raises(ValueError, match="must be equal"):
-        earth_movers_distance(x, y, method, x_lengths=lengths)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="must be equal"):
+        earth_movers_distance(x, y, x_lengths=torch.tensor([10, 7]))
+    with pytest.raises(TypeError, match="not also x_lengths"):
+        earth_movers_distance(x, y, lengths=torch.tensor([10, 7]), x_lengths=torch.tensor([10, 7]))
+
+
+def test_one_default_method_and_tol_for_the_metric_and_the_loss() -> None:
+    import inspect
+
+    from pcflow.losses import emd_loss
+    from pcflow.ops import EMD_DEFAULT_METHOD, EMD_DEFAULT_TOL
+
+    for function in (earth_movers_distance, emd_loss):
+        parameters = inspect.signature(function).parameters
+        assert parameters["method"].default == EMD_DEFAULT_METHOD == "auto"
+        assert parameters["tol"].default == EMD_DEFAULT_TOL == 0.01
+    # The default is within its certified tolerance of the exact value, never below it.
+    generator = torch.Generator().manual_seed(7)
+    x, y = torch.rand(3, 200, 3, generator=generator), torch.rand(3, 200, 3, generator=generator)
+    exact = reference_emd(x, y)
+    default = earth_movers_distance(x.double(), y.double()).numpy()
+    assert (default >= exact * (1 - 1e-10)).all() and (default <= exact * 1.01).all()
+    loss = emd_loss(x.double(), y.double(), batch_reduction=None).detach().numpy()
+    assert (loss >= exact * (1 - 1e-10)).all() and (loss <= exact * 1.01).all()

@@ -100,8 +100,8 @@ def test_chamfer_per_shape_is_the_evaluation_convention():
         ({"gt": torch.rand(2, 5, 2)}, ValueError, "gt must have shape"),
         ({"pred": torch.full((2, 4, 3), float("inf"))}, ValueError, "pred must be finite"),
         ({"pred": torch.rand(2, 0, 3)}, ValueError, "empty point sets"),
-        ({"gt_lengths": torch.tensor([6, 1])}, ValueError, r"gt_lengths must lie in \[1, 5\]"),
-        ({"pred_lengths": torch.tensor([0, 1])}, ValueError, "pred_lengths must lie"),
+        ({"lengths2": torch.tensor([6, 1])}, ValueError, r"lengths2 must lie in \[1, 5\]"),
+        ({"lengths1": torch.tensor([0, 1])}, ValueError, "lengths1 must lie"),
     ],
 )
 def test_bad_input(kwargs, error, match):
@@ -131,3 +131,34 @@ def test_huge_coordinates(backend):
     assert chamfer_per_shape(pred, gt, backend=backend).item() == pytest.approx(
         expected.item(), rel=1e-12
     )
+
+
+def test_pred_and_gt_lengths_are_deprecated_names_of_lengths1_and_lengths2():
+    generator = torch.Generator().manual_seed(11)
+    pred = torch.rand(2, 30, 3, generator=generator, dtype=torch.float64)
+    gt = torch.rand(2, 20, 3, generator=generator, dtype=torch.float64)
+    lengths1, lengths2 = torch.tensor([30, 7]), torch.tensor([4, 20])
+    new = f_score(pred, gt, 0.05, True, lengths1, lengths2)
+    want = reference_f_score(pred, gt, 0.05, True, lengths1, lengths2)
+    torch.testing.assert_close(new.f_score, want[2])
+    with pytest.warns(
+        DeprecationWarning, match=r"f_score\(pred_lengths=...\) is deprecated; use lengths1"
+    ):
+        old = f_score(pred, gt, 0.05, True, pred_lengths=lengths1, lengths2=lengths2)
+    torch.testing.assert_close(old.f_score, new.f_score)
+    cd = chamfer_per_shape(pred, gt, lengths1, lengths2)
+    expected = torch.stack(
+        [
+            torch.cdist(pred[b, : lengths1[b]], gt[b, : lengths2[b]]).square().min(1).values.mean()
+            + torch.cdist(gt[b, : lengths2[b]], pred[b, : lengths1[b]])
+            .square()
+            .min(1)
+            .values.mean()
+            for b in range(2)
+        ]
+    )
+    torch.testing.assert_close(cd, expected)
+    with pytest.warns(DeprecationWarning, match=r"chamfer_per_shape\(gt_lengths=...\).*lengths2"):
+        torch.testing.assert_close(chamfer_per_shape(pred, gt, lengths1, gt_lengths=lengths2), cd)
+    with pytest.raises(TypeError, match="not also pred_lengths"):
+        f_score(pred, gt, lengths1=lengths1, pred_lengths=lengths1)

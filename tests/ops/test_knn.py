@@ -301,3 +301,85 @@ def test_float32_extreme_coordinates_error_or_correct(backend, scale):
 def reference_knn_at(p1, p2, idx):
     """Squared distances from p1 to p2 at the given indices, float64."""
     return (p1[:, :, None, :] - knn_gather(p2, idx)).square().sum(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch3D's signature: knn_points(p1, p2, lengths1, lengths2, norm, K, version, return_nn,
+# return_sorted)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pytorch3d_positional_order(backend):
+    p1, p2 = torch.randn(2, 30, 3, dtype=torch.float64), torch.randn(2, 25, 3, dtype=torch.float64)
+    lengths1, lengths2 = torch.tensor([30, 12]), torch.tensor([7, 25])
+    # norm=1 fifth, K=4 sixth, version seventh, return_nn eighth, return_sorted ninth
+    result = knn_points(p1, p2, lengths1, lengths2, 1, 4, -1, True, True, backend=backend)
+    expected = reference_knn(p1, p2, lengths1, lengths2, 4, norm=1)
+    torch.testing.assert_close(result.dists, expected)
+    assert result.knn.shape == (2, 30, 4, 3)
+    named = knn_points(
+        p1=p1, p2=p2, lengths1=lengths1, lengths2=lengths2, norm=1, K=4, version=-1,
+        return_nn=True, return_sorted=True, backend=backend,
+    )  # fmt: skip
+    assert torch.equal(named.idx, result.idx)
+
+
+def test_the_old_positional_k_is_named_in_the_error():
+    # pcflow before this release read the fifth argument as K: knn_points(p1, p2, None, None, 3)
+    with pytest.raises(ValueError, match=r"norm must be 1 .* got 3 .*pass K=\.\.\. by name"):
+        knn_points(torch.randn(1, 5, 3), torch.randn(1, 6, 3), None, None, 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_return_sorted_false_gives_the_same_neighbours(backend):
+    # PyTorch3D leaves the order free with return_sorted=False: the same set of K neighbours.
+    p1, p2 = torch.randn(2, 40, 3, dtype=torch.float64), torch.randn(2, 35, 3, dtype=torch.float64)
+    lengths2 = torch.tensor([35, 3])  # fewer than K in the second set: zero padding
+    unsorted = knn_points(p1, p2, None, lengths2, K=5, return_sorted=False, backend=backend)
+    expected = reference_knn(p1, p2, torch.tensor([40, 40]), lengths2, 5)
+    valid = torch.arange(5)[None, None] < lengths2[:, None, None]
+    for b in range(2):
+        got = unsorted.dists[b][valid[b].expand(40, -1)].reshape(40, -1).sort(1).values
+        want = expected[b][valid[b].expand(40, -1)].reshape(40, -1)
+        torch.testing.assert_close(got, want)
+    assert torch.all(unsorted.dists[1, :, 3:] == 0) and torch.all(unsorted.idx[1, :, 3:] == 0)
+
+
+def test_version_is_accepted_and_checked():
+    p1, p2 = torch.randn(1, 8, 3), torch.randn(1, 9, 3)
+    for version in (-1, 0, 1, 2, 3):
+        torch.testing.assert_close(
+            knn_points(p1, p2, version=version).dists, knn_points(p1, p2).dists
+        )
+    with pytest.raises(TypeError, match="version must be an int"):
+        knn_points(p1, p2, version="fast")
+
+
+def test_auto_avoids_the_kdtree_where_no_kdtree_library_is_installed(monkeypatch):
+    monkeypatch.setattr(knn_module, "_pykdtree", lambda: None)
+    monkeypatch.setattr(knn_module, "has_module", lambda name: False)
+    cpu = torch.device("cpu")
+    assert knn_module.resolve_backend("auto", cpu, 4096, 4096) == "bruteforce"
+    with pytest.raises(ImportError, match=r"pcflow\[fast\].*pcflow\[scipy\]"):
+        knn_module.resolve_backend("kdtree", cpu, 64, 64)
+
+
+def test_pykdtree_alone_serves_norm_2_only(monkeypatch):
+    monkeypatch.setattr(knn_module, "_pykdtree", lambda: object)
+    monkeypatch.setattr(knn_module, "has_module", lambda name: False)
+    cpu = torch.device("cpu")
+    assert knn_module.resolve_backend("auto", cpu, 4096, 4096, norm=2) == "kdtree"
+    assert knn_module.resolve_backend("auto", cpu, 4096, 4096, norm=1) == "bruteforce"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float16_overflow_is_refused_as_documented(backend):
+    # float16 tops out at 65,504: squared distances of points 300 apart (90,000) overflow.
+    p1 = torch.zeros(1, 4, 3, dtype=torch.float16)
+    p2 = torch.zeros(1, 5, 3, dtype=torch.float16)
+    p2[..., 0] = 300.0
+    with pytest.raises(ValueError, match=r"p1 and p2: distances .* overflow torch.float16"):
+        knn_points(p1, p2, backend=backend)
+    near = knn_points(p1, p2 / 10, backend=backend)  # 900: representable
+    assert near.dists.dtype == torch.float16
+    torch.testing.assert_close(near.dists.float(), torch.full((1, 4, 1), 900.0))
