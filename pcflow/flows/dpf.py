@@ -10,13 +10,13 @@ from nflows.transforms import CompositeTransform, Transform
 from pcflow.flows.base import ConditionalPointFlow, FreeVariancePointNormal
 from pcflow.transforms import PointAffineCoupling, PointSplineCoupling
 
-__all__ = ["COUPLINGS", "DPF_MASKS", "dpf_flow"]
+__all__ = ["DPF_MASKS", "dpf_flow"]
 
-COUPLINGS: dict[str, type[Transform]] = {
+# The couplings dpf_flow knows by name (a recipe's configuration names them).
+_COUPLINGS: dict[str, type[Transform]] = {
     "affine": PointAffineCoupling,
     "spline": PointSplineCoupling,
 }
-"""The couplings `dpf_flow` knows by name: ``"affine"`` (the paper's) and ``"spline"``."""
 
 DPF_MASKS: tuple[tuple[tuple[int, int, int], ...], ...] = (
     ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
@@ -91,12 +91,12 @@ def dpf_flow(
         ['TanhBound', 'TanhBound', 'TanhBound']
     """
     if isinstance(coupling, str):
-        if coupling not in COUPLINGS:
+        if coupling not in _COUPLINGS:
             raise ValueError(
-                f"coupling must be one of {sorted(COUPLINGS)} or a coupling class or factory, "
+                f"coupling must be one of {sorted(_COUPLINGS)} or a coupling class or factory, "
                 f"got {coupling!r}"
             )
-        make_layer = COUPLINGS[coupling]
+        make_layer = _COUPLINGS[coupling]
     elif callable(coupling):
         make_layer = coupling
     else:

@@ -182,6 +182,8 @@ def test_a_subclass_that_changes_the_bound_runs_its_own_map(monkeypatch):
     calls = _spy_on_the_kernel(monkeypatch)
     torch.manual_seed(0)
     flow = dpf_flow(context_features=8, num_layers=3, hidden_features=16, coupling=TanhBound)
+    for layer in flow.layers:  # log-scales of order 1, where the bounds differ
+        layer.networks.reset_parameters(last_std=0.1)
     assert not any(fused.declares_kernel_map(layer) for layer in flow.layers)
     assert all(not fusable for fusable, _ in fused.fused_groups(flow.layers))
     generator = torch.Generator().manual_seed(1)
@@ -203,7 +205,8 @@ def test_a_subclass_that_changes_the_bound_runs_its_own_map(monkeypatch):
     # of relative error H * 2^-24 (the standard bound gamma_H); 4x for three layers and the sum.
     tolerance = 4 * 16 * 2.0**-24 * per_point.abs().sum(1)
     assert ((float32.double() - float64).abs() <= tolerance).all(), (float32, float64, tolerance)
-    assert ((softsign_log_prob.double() - float64).abs() > 10 * tolerance).any()
+    # What the fused path computed before (0.29 and 0.69 nats off): well outside the tolerance.
+    assert ((softsign_log_prob.double() - float64).abs() > 50 * tolerance).all()
 
 
 def test_sampling_is_the_same_with_and_without_the_kernel():
