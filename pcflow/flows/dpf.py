@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from nflows.transforms import CompositeTransform
+from nflows.transforms import CompositeTransform, Transform
 
 from pcflow.flows.base import ConditionalPointFlow, FreeVariancePointNormal
 from pcflow.transforms import PointAffineCoupling, PointSplineCoupling
 
 __all__ = ["DPF_MASKS", "dpf_flow"]
+
+# The couplings dpf_flow knows by name (a recipe's configuration names them).
+_COUPLINGS: dict[str, type[Transform]] = {
+    "affine": PointAffineCoupling,
+    "spline": PointSplineCoupling,
+}
 
 DPF_MASKS: tuple[tuple[tuple[int, int, int], ...], ...] = (
     ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
@@ -26,7 +33,7 @@ def dpf_flow(
     context_features: int = 512,
     num_layers: int = 63,
     hidden_features: int = 64,
-    coupling: str = "affine",
+    coupling: str | Callable[..., Transform] = "affine",
     memory_efficient: bool = False,
     base: str = "normal",
     **coupling_kwargs: Any,
@@ -43,8 +50,11 @@ def dpf_flow(
         context_features: Size ``C`` of the shape latent.
         num_layers: Number of coupling layers (any positive number; 63 in the paper).
         hidden_features: Width of the couplings' per-point networks.
-        coupling: ``"affine"`` (`PointAffineCoupling`, the paper's) or ``"spline"``
-            (`PointSplineCoupling`).
+        coupling: The coupling layers: ``"affine"`` (`PointAffineCoupling`, the paper's),
+            ``"spline"`` (`PointSplineCoupling`), or any coupling class or factory called as
+            ``coupling(mask, context_features=C, hidden_features=H, **coupling_kwargs)``
+            that returns a point transform of 3 coordinates (e.g. a subclass of
+            `pcflow.transforms.PointCoupling`).
         memory_efficient: Recompute activations during backward instead of storing them
             (bounded training memory for about one extra forward pass of time) on the
             PyTorch path. Affine flows on float32 CPU tensors run on the fused kernel
@@ -69,9 +79,31 @@ def dpf_flow(
         >>> z = torch.randn(2, 16)
         >>> flow.sample(1000, z).shape
         torch.Size([2, 1000, 3])
+
+        Any coupling class (or factory) takes the couplings' place:
+
+        >>> from pcflow.transforms import PointAffineCoupling
+        >>> class TanhBound(PointAffineCoupling):
+        ...     def bound(self, raw):
+        ...         return torch.tanh(raw) * self.max_log_scale
+        >>> flow = dpf_flow(context_features=16, num_layers=3, coupling=TanhBound)
+        >>> [type(layer).__name__ for layer in flow.layers]
+        ['TanhBound', 'TanhBound', 'TanhBound']
     """
-    if coupling not in ("affine", "spline"):
-        raise ValueError(f"coupling must be 'affine' or 'spline', got {coupling!r}")
+    if isinstance(coupling, str):
+        if coupling not in _COUPLINGS:
+            raise ValueError(
+                f"coupling must be one of {sorted(_COUPLINGS)} or a coupling class or factory, "
+                f"got {coupling!r}"
+            )
+        make_layer = _COUPLINGS[coupling]
+    elif callable(coupling):
+        make_layer = coupling
+    else:
+        raise TypeError(
+            "coupling must be 'affine', 'spline', or a coupling class or factory "
+            f"(mask, context_features, hidden_features, **kwargs) -> layer, got {coupling!r}"
+        )
     if base not in ("normal", "freevar"):
         raise ValueError(f"base must be 'normal' or 'freevar', got {base!r}")
     if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
@@ -90,9 +122,8 @@ def dpf_flow(
         raise ValueError(
             f"context_features must be a positive integer or None, got {context_features!r}"
         )
-    layer_class = PointAffineCoupling if coupling == "affine" else PointSplineCoupling
     layers = [
-        layer_class(
+        make_layer(
             DPF_MASKS[(j // 3) % 2][j % 3],
             context_features=context_features,
             hidden_features=hidden_features,
@@ -100,6 +131,13 @@ def dpf_flow(
         )
         for j in range(num_layers)
     ]
+    for j, layer in enumerate(layers):
+        if not isinstance(layer, Transform) or getattr(layer, "features", 3) != 3:
+            raise TypeError(
+                f"coupling {coupling!r} must make point transforms of 3 coordinates (nflows "
+                f"Transforms); layer {j} is {type(layer).__name__} with features="
+                f"{getattr(layer, 'features', None)}"
+            )
     distribution = FreeVariancePointNormal(3, context_features) if base == "freevar" else None
     return ConditionalPointFlow(
         CompositeTransform(layers), distribution, memory_efficient=memory_efficient

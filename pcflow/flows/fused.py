@@ -2,8 +2,9 @@
 
 `ConditionalPointFlow` hands every run of consecutive `PointAffineCoupling` layers to this
 kernel when the points are float32 on the CPU and autocast is off, for inference and training
-alike. The kernel carries tiles of points (64 with AVX-512) through all layers in cache, with
-points in vector lanes, so the hidden activations never reach memory and the biases, ReLUs,
+alike (a subclass only if it declares the kernel's map itself: `declares_kernel_map`). The
+kernel carries tiles of points (64 with AVX-512) through all layers in cache, with points in
+vector lanes, so the hidden activations never reach memory and the biases, ReLUs,
 first and last layers, FiLM and the coupling itself are fused around the ``H x H`` product;
 see ``_fused_affine.cpp``. Its backward pass stores no activations: it rebuilds each layer's
 inputs from its outputs (couplings are invertible), evaluates the layer's networks again and
@@ -37,15 +38,12 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from pcflow import _native
-from pcflow.transforms.coupling import (
-    AffineCouplingWeights,
-    PointAffineCoupling,
-    is_plain_affine_coupling,
-)
-from pcflow.transforms.film import film_terms
+from pcflow.transforms.coupling import AffineCouplingWeights, PointAffineCoupling
+from pcflow.transforms.film import PointNetworks, film_terms
 
 __all__ = [
     "CHECKPOINT_EVERY",
+    "declares_kernel_map",
     "fused_available",
     "fused_groups",
     "kernel_info",
@@ -183,8 +181,38 @@ def kernel_takes(dtype: torch.dtype, device: torch.device) -> bool:
     )
 
 
+def declares_kernel_map(layer: object) -> bool:
+    """Whether ``layer`` declares that it computes exactly the kernel's map.
+
+    The kernel computes `pcflow.transforms.PointAffineCoupling`'s map from the weights the
+    layer exports (`PointAffineCoupling.weights`), with its softsign bound. It stands in only
+    for a layer whose own class declares ``fused_kernel = True`` in its body (see
+    `pcflow.transforms.PointCoupling.fused_kernel`): a subclass that changes any part of the
+    map, and does not declare it again, runs on the PyTorch path with its own map.
+
+    Arguments:
+        layer: Any transform.
+
+    Example:
+        >>> import torch
+        >>> from pcflow.transforms import PointAffineCoupling
+        >>> class TanhBound(PointAffineCoupling):
+        ...     def bound(self, raw):
+        ...         return torch.tanh(raw) * self.max_log_scale
+        >>> declares_kernel_map(PointAffineCoupling([1, 0, 0], 8, 16))
+        True
+        >>> declares_kernel_map(TanhBound([1, 0, 0], 8, 16))
+        False
+    """
+    return (
+        isinstance(layer, PointAffineCoupling)
+        and type(layer).__dict__.get("fused_kernel", False) is True
+        and type(layer.networks) is PointNetworks
+    )
+
+
 def _fusable(layer: Transform) -> bool:
-    if not is_plain_affine_coupling(layer):
+    if not declares_kernel_map(layer):
         return False
     # The backward pass holds up to 8 coordinates per point in registers.
     return layer.networks.hidden_features % 4 == 0 and layer.features <= 8

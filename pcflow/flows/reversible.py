@@ -56,7 +56,7 @@ from torch.autograd.function import once_differentiable
 
 from pcflow._checks import check_context, check_points, check_same_batch
 from pcflow.transforms import PointAffineCoupling, PointTransform
-from pcflow.transforms.coupling import is_plain_affine_coupling
+from pcflow.transforms.coupling import computes_affine_map
 from pcflow.transforms.eager import affine_map
 
 __all__ = ["memory_efficient_forward", "memory_efficient_inverse"]
@@ -198,7 +198,7 @@ def _build_steps(layers: list[Transform], inverse: bool) -> tuple[list[_Step], l
             index.append(position[id(param)])
         forward, backward = _directions(layer)
         apply, reconstruct = (backward, forward) if inverse else (forward, backward)
-        if is_plain_affine_coupling(layer):
+        if computes_affine_map(layer):
             recompute = _affine_recompute(layer, inverse)
         else:
             recompute = _generic_recompute(apply, reconstruct)

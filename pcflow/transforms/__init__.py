@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pcflow.transforms.base import PointTransform
-from pcflow.transforms.coupling import PointAffineCoupling, PointSplineCoupling
+from pcflow.transforms.coupling import PointAffineCoupling, PointCoupling, PointSplineCoupling
 from pcflow.transforms.normalization import PointActNorm
 from pcflow.transforms.permutations import PointPermutation
 
 __all__ = [
     "PointActNorm",
     "PointAffineCoupling",
+    "PointCoupling",
     "PointPermutation",
     "PointSplineCoupling",
     "PointTransform",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # the coupling imports this module
-    from pcflow.transforms.coupling import PointAffineCoupling
+from pcflow.transforms.film import PointNetworks
 
 __all__ = ["affine_coupling", "affine_map"]
 
@@ -33,16 +32,30 @@ def affine_map(
 
 
 def affine_coupling(
-    layer: PointAffineCoupling, inputs: Tensor, context: Tensor | None, inverse: bool
+    networks: PointNetworks,
+    bound: Callable[[Tensor], Tensor],
+    transformed: Tensor,
+    inputs: Tensor,
+    context: Tensor | None,
+    inverse: bool,
 ) -> tuple[Tensor, Tensor]:
-    """``layer``'s map (or its inverse) on points `(B, N, D)`: outputs and logabsdet `(B, N)`.
+    """An affine coupling's map (or its inverse) on points `(B, N, D)`: outputs, logabsdet `(B, N)`.
 
     The FiLM terms are folded into per-shape weights once; then the points go through both
     networks and the affine map in blocks of about a core's L2 cache
     (`PointNetworks.chunks`), one shape's slice of points or a group of whole shapes at a time.
+
+    Arguments:
+        networks: The coupling's two networks: shift ``t`` and raw log-scale ``u``, one output
+            per transformed coordinate each.
+        bound: The log-scale ``s = bound(u)``, elementwise.
+        transformed: The transformed coordinates (int64 indices), one per network output.
+        inputs: Points `(B, N, D)`.
+        context: Per-shape context `(B, C)`, or ``None``.
+        inverse: Apply the inverse map.
     """
-    net = layer.networks
-    terms = net.prepare(inputs, context)
+    net = networks
+    terms = net.prepare(inputs, context, out_index=transformed)
     blocks = net.chunks(inputs)
     per_shape = len(blocks) > 1 and blocks[0][1] - blocks[0][0] == 1
     split = net.split(terms) if per_shape else None
@@ -53,7 +66,7 @@ def affine_coupling(
             shift, raw = net.evaluate_shape(split, points[0], b0)
         else:
             shift, raw = net.evaluate(terms, points, b0)
-        shift, log_scale = shift.view(points.shape), layer.bound(raw.view(points.shape))
+        shift, log_scale = shift.view(points.shape), bound(raw.view(points.shape))
         block, logabsdet = affine_map(points, shift, log_scale, inverse)
         outputs.append(block)
         logabsdets.append(logabsdet)

@@ -109,43 +109,42 @@ class PointNetworks(nn.Module):
 
     Each network maps the conditioning coordinates of a point through ``in -> H`` (ReLU),
     ``H -> H``, then ``h * (eps + exp(w(z))) + b(z)`` (ReLU), then ``H -> out``, with ``w`` and
-    ``b`` from the `FiLMConditioner` ``film`` (absent without a context). This is also the
-    couplings' eager execution engine: the FiLM terms are folded, once per shape, into a
-    per-shape copy of the ``H -> H`` weights and bias, so the point-wise work is three batched
-    matrix products and two in-place ReLUs in cache-sized blocks, and the context is never
+    ``b`` from the `FiLMConditioner` ``film`` (absent without a context). This is the
+    conditioner of every `pcflow.transforms.PointCoupling`. Its evaluation folds the FiLM
+    terms, once per shape, into a per-shape copy of the ``H -> H`` weights and bias
+    (`prepare`), so the point-wise work is three batched matrix products and two in-place ReLUs
+    (`evaluate`, or `evaluate_shape` on blocks from `chunks`), and the context is never
     repeated over points.
 
     Arguments:
         num_nets: Number of networks ``k`` (2 for an affine coupling's shift and log-scale).
-        features: Coordinates ``D`` of a point.
         identity: The conditioning coordinates the networks read.
         out_features: Outputs of each network.
-        out_index: Coordinates the outputs are scattered to (``None``: outputs as they are).
         hidden_features: Width ``H``.
         context_features: Size ``C`` of the context, or ``None`` (no FiLM).
         film_eps: The ``eps`` of the FiLM scale.
+
+    Example:
+        >>> import torch
+        >>> networks = PointNetworks(2, [1, 2], 1, hidden_features=16, context_features=8)
+        >>> networks(torch.randn(4, 100, 3), torch.randn(4, 8)).shape  # (k, B * N, out)
+        torch.Size([2, 400, 1])
     """
 
     def __init__(
         self,
         num_nets: int,
-        features: int,
-        identity: list[int],
+        identity: Sequence[int],
         out_features: int,
-        out_index: list[int] | None,
-        hidden_features: int,
-        context_features: int | None,
-        film_eps: float,
+        *,
+        hidden_features: int = 64,
+        context_features: int | None = None,
+        film_eps: float = 1e-3,
     ) -> None:
         super().__init__()
         k, h = num_nets, hidden_features
-        self.num_nets, self.features, self.hidden_features = k, features, h
-        self.out_width = features if out_index is not None else out_features
-        self.register_buffer("identity_index", torch.tensor(identity), persistent=False)
-        self.register_buffer(
-            "out_index", torch.tensor(out_index if out_index is not None else []), persistent=False
-        )
-        self.scatter_out = out_index is not None
+        self.num_nets, self.hidden_features, self.out_features = k, h, out_features
+        self.register_buffer("identity_index", torch.tensor(list(identity)), persistent=False)
         self.first_weight = nn.Parameter(torch.empty(k, len(identity), h))
         self.first_bias = nn.Parameter(torch.empty(k, 1, h))
         self.hidden_weight = nn.Parameter(torch.empty(k, h, h))
@@ -189,17 +188,23 @@ class PointNetworks(nn.Module):
         scale, bias = film_terms([self.film], [self.hidden_bias], context, batch)
         return scale[0], bias[0]
 
-    def prepare(self, inputs: Tensor, context: Tensor | None) -> tuple[Tensor, ...]:
-        """Per-layer and per-shape terms: full first/last weights, FiLM-folded hidden layer."""
+    def prepare(
+        self, inputs: Tensor, context: Tensor | None, *, out_index: Tensor | None = None
+    ) -> tuple[Tensor, ...]:
+        """Per-layer and per-shape terms: full first/last weights, FiLM-folded hidden layer.
+
+        With ``out_index`` (as many coordinates as ``out_features``), the outputs are scattered
+        to those coordinates of a point, `(..., D)`, and are zero on the others.
+        """
         batch, _, features = inputs.shape
         k, h = self.num_nets, self.hidden_features
         # Zero rows for the transformed coordinates let the first layer read all D columns,
         # so no per-layer gather or copy of the conditioning coordinates is needed.
         first = self._full(self.first_weight, 1, self.identity_index, features)
         last_weight, last_bias = self.last_weight, self.last_bias
-        if self.scatter_out:
-            last_weight = self._full(last_weight, 2, self.out_index, features)
-            last_bias = self._full(last_bias, 2, self.out_index, features)
+        if out_index is not None:
+            last_weight = self._full(last_weight, 2, out_index, features)
+            last_bias = self._full(last_bias, 2, out_index, features)
         film = self.hidden_film(context, batch)
         if film is None:
             weight = self.hidden_weight.unsqueeze(1).expand(k, batch, h, h)
@@ -274,6 +279,12 @@ class PointNetworks(nn.Module):
         group = max(1, target // num_points)
         return [(b, min(b + group, batch), 0, num_points) for b in range(0, batch, group)]
 
-    def forward(self, inputs: Tensor, context: Tensor | None) -> Tensor:
-        """Network outputs ``(num_nets, B * N, out)`` for points ``(B, N, D)``, in one block."""
-        return torch.stack(self.evaluate(self.prepare(inputs, context), inputs, 0))
+    def forward(
+        self, inputs: Tensor, context: Tensor | None, *, out_index: Tensor | None = None
+    ) -> Tensor:
+        """Network outputs ``(num_nets, B * N, out)`` for points ``(B, N, D)``, in one block.
+
+        ``out`` is ``D`` with ``out_index`` (see `prepare`), ``out_features`` without.
+        """
+        terms = self.prepare(inputs, context, out_index=out_index)
+        return torch.stack(self.evaluate(terms, inputs, 0))

@@ -143,6 +143,72 @@ def test_flow_hands_the_couplings_to_the_kernel(monkeypatch):
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-4)
 
 
+class TanhBound(PointAffineCoupling):
+    """The issue's subclass: another bound of the log-scale, nothing else changed."""
+
+    def bound(self, raw):
+        return torch.tanh(raw) * self.max_log_scale
+
+
+def _spy_on_the_kernel(monkeypatch) -> list[int]:
+    """The number of layers of each run the flow hands to the kernel (and it takes)."""
+    calls = []
+    original = fused.run_fused
+
+    def spy(layers, *args):
+        result = original(layers, *args)
+        calls.append(len(layers) if result is not None else 0)
+        return result
+
+    monkeypatch.setattr("pcflow.flows.base.run_fused", spy)
+    return calls
+
+
+def test_a_plain_affine_coupling_still_takes_the_fused_path(monkeypatch):
+    calls = _spy_on_the_kernel(monkeypatch)
+    flow = dpf_flow(context_features=8, num_layers=3, hidden_features=16)
+    assert all(fused.declares_kernel_map(layer) for layer in flow.layers)
+    assert fused.fused_groups(flow.layers) == [(True, flow.layers)]
+    with torch.no_grad():
+        flow.log_prob(torch.randn(2, 100, 3), torch.randn(2, 8))
+    assert calls == [3]
+
+
+def test_a_subclass_that_changes_the_bound_runs_its_own_map(monkeypatch):
+    """The issue's measurement: three TanhBound layers, 2 x 100 points, float32 on the CPU
+    (the fused path's case), against the same flow in float64 on the PyTorch path. The
+    kernel's softsign stood in for the tanh and missed by 0.29 nats; now the layers run their
+    own map and the float32 result is as close as float32 arithmetic allows."""
+    calls = _spy_on_the_kernel(monkeypatch)
+    torch.manual_seed(0)
+    flow = dpf_flow(context_features=8, num_layers=3, hidden_features=16, coupling=TanhBound)
+    for layer in flow.layers:  # log-scales of order 1, where the bounds differ
+        layer.networks.reset_parameters(last_std=0.1)
+    assert not any(fused.declares_kernel_map(layer) for layer in flow.layers)
+    assert all(not fusable for fusable, _ in fused.fused_groups(flow.layers))
+    generator = torch.Generator().manual_seed(1)
+    points = torch.randn(2, 100, 3, generator=generator)
+    z = torch.randn(2, 8, generator=generator)
+    with torch.no_grad():
+        float32 = flow.log_prob(points, z)
+        per_point = (
+            copy.deepcopy(flow).double().log_prob(points.double(), z.double(), per_point=True)
+        )
+        # The same weights with the kernel's softsign: what the fused path used to compute.
+        softsign = copy.deepcopy(flow)
+        for layer in softsign.layers:
+            layer.__class__ = PointAffineCoupling
+        softsign_log_prob = softsign.log_prob(points, z)
+    assert calls == []  # no run was handed to the kernel
+    float64 = per_point.sum(1)
+    # Each point's log-density sums terms of at most its own size, each from H-long dot products
+    # of relative error H * 2^-24 (the standard bound gamma_H); 4x for three layers and the sum.
+    tolerance = 4 * 16 * 2.0**-24 * per_point.abs().sum(1)
+    assert ((float32.double() - float64).abs() <= tolerance).all(), (float32, float64, tolerance)
+    # What the fused path computed before (0.29 and 0.69 nats off): well outside the tolerance.
+    assert ((softsign_log_prob.double() - float64).abs() > 50 * tolerance).all()
+
+
 def test_sampling_is_the_same_with_and_without_the_kernel():
     torch.manual_seed(3)
     flow = _roughen(dpf_flow(8, 9, 32))

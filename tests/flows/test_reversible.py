@@ -13,9 +13,11 @@ from pcflow.flows.reversible import memory_efficient_forward, memory_efficient_i
 from pcflow.transforms import (
     PointActNorm,
     PointAffineCoupling,
+    PointCoupling,
     PointPermutation,
     PointSplineCoupling,
 )
+from pcflow.transforms.coupling import computes_affine_map
 
 CONTEXT = 6
 
@@ -500,3 +502,41 @@ def test_float32_recomputation_drift_over_63_layers_stays_small():
     assert worst(efficient, reference) < 2e-3
     assert median(efficient, reference) < 1e-5
     assert worst(efficient, plain) < 2e-3
+
+
+class TanhBound(PointAffineCoupling):
+    def bound(self, raw):
+        return torch.tanh(raw) * self.max_log_scale + 0.1  # not zero at zero, on purpose
+
+
+class SigmoidScaleCoupling(PointCoupling):
+    def __init__(self, mask, context_features=None, hidden_features=8):
+        super().__init__(mask, context_features, hidden_features, params_per_coordinate=2)
+
+    def elementwise_forward(self, inputs, params):
+        log_scale = torch.nn.functional.logsigmoid(params[..., 1] + 2)
+        return inputs * log_scale.exp() + params[..., 0], log_scale
+
+    def elementwise_inverse(self, inputs, params):
+        log_scale = torch.nn.functional.logsigmoid(params[..., 1] + 2)
+        return (inputs - params[..., 0]) * (-log_scale).exp(), -log_scale
+
+
+@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
+def test_couplings_of_ones_own_recompute_their_own_map(inverse):
+    """A subclass with another bound takes the affine shortcut with its own bound; a coupling
+    written on PointCoupling takes the generic recomputation: both give autograd's gradients."""
+    torch.manual_seed(11)
+    masks = [(1, 0, 0), (0, 1, 1), (0, 1, 0)]
+    layers = [TanhBound(masks[0], CONTEXT, 8), SigmoidScaleCoupling(masks[1], CONTEXT)]
+    layers.append(TanhBound(masks[2], CONTEXT, 8))
+    for layer in layers:
+        layer.networks.reset_parameters(last_std=0.5)
+        layer.double()
+    assert computes_affine_map(layers[0]) and not computes_affine_map(layers[1])
+    inputs, context = points_and_context()
+    plain, efficient = run_both(layers, inputs, context, inverse)
+    assert torch.equal(efficient[0], plain[0]) and torch.equal(efficient[1], plain[1])
+    for actual, expected in zip([efficient[2], efficient[3], *efficient[4]],
+                                [plain[2], plain[3], *plain[4]], strict=True):  # fmt: skip
+        assert relative_error(actual, expected) < 1e-10

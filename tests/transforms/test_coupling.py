@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from nflows.transforms import CompositeTransform, InverseTransform, Permutation
 from torch.autograd.functional import jacobian
 
-from pcflow.transforms import PointAffineCoupling, PointSplineCoupling
+from pcflow.transforms import PointAffineCoupling, PointCoupling, PointSplineCoupling
+from pcflow.transforms.coupling import affine_map
+from pcflow.transforms.film import PointNetworks
 
 MASKS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1)]
 
@@ -285,3 +287,174 @@ def test_the_layer_exports_its_weights_for_the_engines():
     assert weights.first_weight is layer.networks.first_weight  # views, not copies
     assert weights.film is layer.networks.film and weights.max_log_scale == layer.max_log_scale
     assert PointAffineCoupling((1, 0, 0)).weights.film is None
+
+
+# ------------------------------------------------------------------ couplings of one's own
+class SigmoidScaleCoupling(PointCoupling):
+    """Glow's affine coupling, y = x * sigmoid(u + 2) + t: a new coupling in a few lines."""
+
+    def __init__(self, mask, context_features=None, hidden_features=64):
+        super().__init__(mask, context_features, hidden_features, params_per_coordinate=2)
+
+    def elementwise_forward(self, inputs, params):
+        log_scale = torch.nn.functional.logsigmoid(params[..., 1] + 2)
+        return inputs * log_scale.exp() + params[..., 0], log_scale
+
+    def elementwise_inverse(self, inputs, params):
+        log_scale = torch.nn.functional.logsigmoid(params[..., 1] + 2)
+        return (inputs - params[..., 0]) * (-log_scale).exp(), -log_scale
+
+
+class TanhBound(PointAffineCoupling):
+    def bound(self, raw):
+        return torch.tanh(raw) * self.max_log_scale
+
+
+class OffsetBound(PointAffineCoupling):
+    """A bound that is not zero at zero: the conditioning coordinates must still pass."""
+
+    def bound(self, raw):
+        return 0.5 * torch.tanh(raw) + 0.25
+
+
+def rough(layer, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    layer.networks.reset_parameters(last_std=0.5)
+    return layer.to(dtype)
+
+
+def naive_coupling(layer, points, z, scale_of_raw):
+    """One point at a time: networks written out, then y_t = x_t * scale(raw) + shift."""
+    net = layer.networks
+    k, h = net.num_nets, net.hidden_features
+    ident, trans = layer.identity_features, layer.transformed_features
+    outputs, logabsdet = points.clone(), torch.zeros(points.shape[:2], dtype=points.dtype)
+    for b in range(points.shape[0]):
+        film = torch.nn.functional.silu(net.film.linear(z[b])).view(2 * k, h)
+        film = torch.stack(
+            [film[i] @ net.film.weight[i] + net.film.bias[i, 0] for i in range(2 * k)]
+        )
+        for p in range(points.shape[1]):
+            x, out = points[b, p], []
+            for j in range(k):
+                hidden = torch.relu(x[ident] @ net.first_weight[j] + net.first_bias[j, 0])
+                hidden = hidden @ net.hidden_weight[j] + net.hidden_bias[j, 0]
+                hidden = torch.relu(hidden * (net.film.eps + torch.exp(film[j])) + film[k + j])
+                out.append(hidden @ net.last_weight[j] + net.last_bias[j, 0])
+            params = torch.stack(out, -1).reshape(len(trans), -1)  # network j: params[:, j]
+            log_scale = scale_of_raw(params[:, 1])
+            outputs[b, p, trans] = x[trans] * torch.exp(log_scale) + params[:, 0]
+            logabsdet[b, p] = log_scale.sum()
+    return outputs, logabsdet
+
+
+@pytest.mark.parametrize(
+    "cls, scale_of_raw",
+    [
+        (SigmoidScaleCoupling, lambda raw: torch.nn.functional.logsigmoid(raw + 2)),
+        (TanhBound, torch.tanh),
+        (OffsetBound, lambda raw: 0.5 * torch.tanh(raw) + 0.25),
+        (PointAffineCoupling, lambda raw: raw / (1 + raw.abs())),
+    ],
+)
+@pytest.mark.parametrize("mask", [(1, 0, 0), (0, 1, 1)])
+def test_couplings_of_ones_own_compute_their_own_map(cls, scale_of_raw, mask):
+    layer = rough(cls(mask, context_features=5, hidden_features=8))
+    points, z = torch.randn(2, 6, 3, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    expected, expected_per_point = naive_coupling(layer, points, z, scale_of_raw)
+    outputs, per_point = layer.forward_points(points, z)
+    torch.testing.assert_close(outputs, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(per_point, expected_per_point, rtol=1e-12, atol=1e-12)
+    back, back_per_point = layer.inverse_points(outputs, z)
+    torch.testing.assert_close(back, points, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(back_per_point, -per_point, rtol=1e-10, atol=1e-10)
+    # The log-determinant is that of each point's map, from autograd.
+    reference = point_logabsdet(layer, points[1, 2], z[1])
+    torch.testing.assert_close(per_point[1, 2], reference, rtol=1e-10, atol=1e-10)
+    if isinstance(layer, PointAffineCoupling):
+        # shift_and_log_scale, which the memory-efficient engine reads, agrees with the map.
+        shift, log_scale = layer.shift_and_log_scale(points, z)
+        torch.testing.assert_close(affine_map(points, shift, log_scale, False)[0], outputs)
+
+
+def test_the_affine_map_through_the_generic_base_is_the_engines():
+    """PointAffineCoupling's elementwise map, run by PointCoupling's composition, gives what its
+    blocked engine gives: the two definitions of the layer agree."""
+    layer = rough(PointAffineCoupling((1, 0, 1), context_features=5, hidden_features=8))
+    points, z = torch.randn(3, 40, 3, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    for inverse in (False, True):
+        generic = PointCoupling._couple(layer, points, z, inverse)
+        engine = (layer.inverse_points if inverse else layer.forward_points)(points, z)
+        for a, b in zip(generic, engine, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_subclass_that_redefines_the_elementwise_map_is_not_bypassed():
+    class Cubic(PointAffineCoupling):
+        def elementwise_forward(self, inputs, params):
+            return inputs + inputs.pow(3) + params[..., 0], torch.log1p(3 * inputs.square())
+
+    layer = rough(Cubic((1, 0, 0), context_features=5, hidden_features=8))
+    points, z = torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    outputs, per_point = layer.forward_points(points, z)
+    shift = layer.conditioner(points, z)[..., 0, 0]
+    x = points[..., 0]
+    torch.testing.assert_close(outputs[..., 0], x + x**3 + shift, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(per_point, torch.log1p(3 * x.square()), rtol=1e-12, atol=1e-12)
+
+
+def test_the_conditioner_gives_each_network_its_share_of_the_parameters():
+    layer = rough(PointAffineCoupling((0, 1, 1), context_features=5, hidden_features=8))
+    points, z = torch.randn(2, 7, 3, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    params = layer.conditioner(points, z)
+    assert params.shape == (2, 7, 2, 2)
+    raw = layer.networks(points, z).view(2, 2, 7, 2)  # (network, B, N, nt)
+    torch.testing.assert_close(params[..., 0], raw[0], rtol=0, atol=0)
+    torch.testing.assert_close(params[..., 1], raw[1], rtol=0, atol=0)
+
+
+def test_the_fused_kernel_opt_in_is_not_inherited():
+    class Again(TanhBound):
+        pass
+
+    class Declared(PointAffineCoupling):
+        fused_kernel = True  # e.g. only a new default; the map is unchanged
+
+    class Child(Declared):
+        pass
+
+    assert PointAffineCoupling.fused_kernel and Declared.fused_kernel
+    assert not PointCoupling.fused_kernel and not PointSplineCoupling.fused_kernel
+    assert not TanhBound.fused_kernel and not Again.fused_kernel and not Child.fused_kernel
+    assert not SigmoidScaleCoupling.fused_kernel
+
+
+def test_bad_coupling_definitions_are_named():
+    with pytest.raises(ValueError, match="params_per_coordinate must be a positive integer, got 0"):
+        PointCoupling((1, 0, 0), params_per_coordinate=0)
+    with pytest.raises(ValueError, match=r"params_per_coordinate \(3\) must be a multiple of"):
+        PointCoupling((1, 0, 0), params_per_coordinate=3, num_networks=2)
+    with pytest.raises(ValueError, match="hidden_features must be a positive integer, got -1"):
+        PointAffineCoupling((1, 0, 0), hidden_features=-1)
+
+    class Summed(SigmoidScaleCoupling):  # returns the log-determinant per point, not per coordinate
+        def elementwise_forward(self, inputs, params):
+            outputs, log_scale = super().elementwise_forward(inputs, params)
+            return outputs, log_scale.sum(-1)
+
+    with pytest.raises(ValueError, match=r"Summed.elementwise_forward must return .* \(2, 4, 2\)"):
+        Summed((1, 0, 1), context_features=2, hidden_features=4)(
+            torch.randn(2, 4, 3), torch.randn(2, 2)
+        )
+    with pytest.raises(NotImplementedError, match="PointCoupling must define elementwise_forward"):
+        PointCoupling((1, 0, 0), params_per_coordinate=1)(torch.randn(1, 2, 3))
+
+
+def test_point_networks_take_keywords_beyond_the_first_arguments():
+    with pytest.raises(TypeError):
+        PointNetworks(2, 3, [1, 2], 1, None, 16, 8, 1e-3)  # the 0.1 positional call
+    networks = PointNetworks(2, [1, 2], 1, hidden_features=16, context_features=8)
+    assert sorted(networks.state_dict()) == sorted(
+        ["first_weight", "first_bias", "hidden_weight", "hidden_bias", "last_weight",
+         "last_bias", "film.linear.weight", "film.linear.bias", "film.weight", "film.bias"]
+    )  # fmt: skip
