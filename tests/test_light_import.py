@@ -1,4 +1,5 @@
-"""Importing pcflow's library subpackages loads neither matplotlib, scipy nor TensorBoard.
+"""Importing pcflow's library subpackages loads neither matplotlib, scipy, TensorBoard nor
+torch's compiler (torch._dynamo, seconds to import).
 
 Each check runs in a fresh interpreter, since this one has imported them already (and so
 takes the few seconds of a torch import: marked slow).
@@ -17,7 +18,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("matplotlib", "scipy", "tensorboard")
+HEAVY = ("matplotlib", "scipy", "tensorboard", "torch._dynamo")
 
 
 def run_python(code: str) -> str:
@@ -34,7 +35,7 @@ def run_python(code: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-LIGHT = ["flows", "transforms", "ops", "losses", "metrics", "encoders", "utils"]
+LIGHT = ["flows", "transforms", "ops", "losses", "metrics", "encoders", "models", "utils"]
 
 
 def test_imports_load_no_heavy_package() -> None:

@@ -125,10 +125,16 @@ def _load() -> _Kernel | None:
     return _kernel
 
 
-@torch.compiler.assume_constant_result  # compiled code asks once, at trace time
 def fused_available() -> bool:
     """Whether the fused kernel is loaded (loading or building it now if need be) and on."""
     return _load() is not None
+
+
+# Compiled code asks once, at trace time: what torch.compiler.assume_constant_result does, without
+# importing torch._dynamo (seconds) when pcflow.flows is imported.
+# tests/recipes/test_flowgan_training.py::test_the_generator_step_compiles_without_graph_breaks
+# fails if a torch release stops reading the mark.
+fused_available._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def kernel_info() -> dict[str, object]:

@@ -12,8 +12,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from pcflow.data.protocol import CategorizedShapes
-from pcflow.data.selection import select_per_category
 from pcflow.metrics.chamfer import chamfer_per_shape
 from pcflow.metrics.emd import earth_movers_distance
 from pcflow.metrics.fscore import f_score
@@ -66,6 +64,8 @@ def evaluate_reconstruction(
     Returns:
         An `EvaluationResult`.
     """
+    from pcflow.data import select_per_category  # pcflow.data loads trimesh and scipy
+
     indices = select_per_category(dataset, max_per_category)
     if not indices:
         raise ValueError("the evaluation dataset is empty")
@@ -192,6 +192,8 @@ class MeanCloudBaseline:
 
 
 def _object_clouds(dataset: Dataset) -> list[tuple[str, Tensor]]:
+    from pcflow.data import CategorizedShapes
+
     # A CategorizedShapes dataset hands over each object's points; any other gives one sample
     # per (object, view), deduplicated by model id.
     if isinstance(dataset, CategorizedShapes):
