@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from pcflow.recipes.flowgan import FlowGANConfig, build_dataset
-from pcflow.recipes.flowgan.training import Trainer, flush_denormal_is_on
+from pcflow.recipes.flowgan import FlowGANConfig, Trainer, build_dataset
+from pcflow.training.trainer import flush_denormal_is_on
 
 VARIANTS = {
     "as trained (flushed, fused Adam)": {"flush": True, "fused": True},
@@ -45,9 +45,9 @@ def make_trainer(config: FlowGANConfig, data, checkpoint: Path | None, fused: bo
     trainer = Trainer(config, folder, data, resume=checkpoint is not None, progress=False)
     # Adam reads "fused" from its groups at every step; a loaded checkpoint brings its own
     # choice, so the variant's is set here.
-    for optimizer in (trainer.generator_optimizer, trainer.critic_optimizer):
-        if optimizer is not None:
-            for group in optimizer.param_groups:
+    for updater in trainer.updaters.values():
+        if updater is not None:
+            for group in updater.optimizer.param_groups:
                 group["fused"] = True if fused else None
     return trainer
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from pcflow.recipes.flowgan import FlowGANConfig
-from pcflow.recipes.flowgan.training import Trainer, flush_denormal_is_on
+from pcflow.recipes.flowgan import FlowGANConfig, Trainer
+from pcflow.training.trainer import flush_denormal_is_on
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "flowgan_step.py"
 

@@ -488,8 +488,9 @@ def test_sampling_grid_rejects_bad_settings(capsys: pytest.CaptureFixture) -> No
 
 
 def test_sampling_grid_scores_what_reconstruct_samples(data_root: Path) -> None:
+    from pcflow.flows import SamplingOptions
+    from pcflow.metrics import evaluate_reconstruction as evaluate
     from pcflow.recipes.flowgan import FlowGAN, FlowGANConfig, build_dataset
-    from pcflow.recipes.flowgan import evaluate_reconstruction as evaluate
 
     grid = _example("sampling_grid")
     config = FlowGANConfig.preset("tiny").with_overrides(
@@ -506,8 +507,10 @@ def test_sampling_grid_scores_what_reconstruct_samples(data_root: Path) -> None:
         assert list(got) == [f"T{temperature}-q0-s1"]
         torch.manual_seed(3)
         expected = evaluate(
-            lambda batch, n, t=temperature: model.reconstruct(batch["image"], n, temperature=t),
-            dataset, config.eval, split="val",
+            lambda batch, n, t=temperature: model.reconstruct(
+                batch["image"], n, SamplingOptions(temperature=t)
+            ),
+            dataset, **config.eval.protocol(), split="val",
         )  # fmt: skip
         assert got[f"T{temperature}-q0-s1"]["mean"] == expected.to_dict()["mean"]
     # Two temperatures in one grid: the first one's draws are those a grid of it alone makes,
