@@ -2,13 +2,20 @@
 
 Everything else about the package is in pyproject.toml. The wheel is a platform wheel
 (``py3-none-<platform>``): its libraries are plain C ABI, independent of the Python and torch
-versions, so one wheel per platform serves them all. Where no compiler is at hand the build
-goes on without the libraries, and pcflow compiles them on first use instead.
+versions, so one wheel per platform serves them all.
+
+On Linux x86-64 with GCC and the ``ziglang`` package, the libraries are linked against glibc
+2.17 (``pcflow._native.build(portable=True)``) and the wheel is tagged ``manylinux2014``
+(`PORTABLE_TAG`), which PyPI takes and every Linux since RHEL 7 installs. Without ziglang they
+are linked against this machine's glibc and the tag stays the plain platform one; where no
+compiler is at hand the build goes on without the libraries, and pcflow compiles them on
+first use instead. ``PCFLOW_PORTABLE=0`` asks for the plain build even where zig is there.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -33,14 +40,25 @@ class BuildWithKernels(build_py):
         native = _native()
         target = Path(self.build_lib) / "pcflow" / "_lib"
         variants = list(native.VARIANTS) if native._X86 else ["generic"]
+        reason = native.portable_toolchain()
+        if os.environ.get("PCFLOW_PORTABLE", "1") == "0":
+            reason = "PCFLOW_PORTABLE=0"
+        if reason is not None:
+            print(f"pcflow: linking against this machine's glibc: {reason}", file=sys.stderr)
+        built, portable = 0, reason is None
         for name in native.SOURCES:
             for variant in variants:
                 try:
-                    path = native.build(name, variant, target, quiet=True)
+                    path = native.build(name, variant, target, quiet=True, portable=portable)
                 except native.NativeBuildError as error:
                     print(f"pcflow: not prebuilding {name} ({variant}): {error}", file=sys.stderr)
                     continue
-                print(f"pcflow: prebuilt {path.name}")
+                built += 1
+                print(f"pcflow: prebuilt {path.name}" + (" (glibc 2.17)" if portable else ""))
+        # The wheel's tag may promise manylinux only if every library in it was linked portably.
+        self.distribution.pcflow_manylinux = portable and built == len(native.SOURCES) * len(
+            variants
+        )
 
 
 class PlatformWheel(bdist_wheel):
@@ -50,6 +68,8 @@ class PlatformWheel(bdist_wheel):
 
     def get_tag(self) -> tuple[str, str, str]:
         _, _, platform = super().get_tag()
+        if getattr(self.distribution, "pcflow_manylinux", False):
+            platform = _native().PORTABLE_TAG
         return "py3", "none", platform
 
 

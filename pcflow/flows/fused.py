@@ -295,6 +295,8 @@ def _forward(
     checkpoints = inputs.new_empty(
         _num_checkpoints(layout.shape[0], checkpoint_every), batch, num_points, features
     )
+    if outputs.numel() == 0:  # no points: nothing to transform, and no buffers to hand over
+        return outputs, logabsdet.zero_(), checkpoints
     message = ctypes.create_string_buffer(1024)
     status = kernel.forward(
         ctypes.byref(_describe(inputs, layout, weights)),
@@ -369,6 +371,8 @@ def _backward_kernel(
     checkpoints = checkpoints.contiguous()
     if grad_outputs.shape != outputs.shape or grad_logabsdet.shape != outputs.shape[:2]:
         raise ValueError("gradients must be shaped like the outputs (B, N, D) and (B, N)")
+    if outputs.numel() == 0:  # no points: no point depends on any weight
+        return [torch.empty_like(outputs), *(torch.zeros_like(w) for w in weights[:-1])]
     grads = [torch.empty_like(outputs), *(torch.empty_like(w) for w in weights[:-1])]
     buffers = (ctypes.c_void_p * len(grads))(*(g.data_ptr() for g in grads))
     message = ctypes.create_string_buffer(1024)

@@ -619,3 +619,36 @@ def test_compile_and_export_trace_the_kernel_without_graph_breaks():
     exported = torch.export.export(LogProb(), (points, z))
     assert "pcflow.affine_couplings" in str(exported.graph)
     torch.testing.assert_close(exported.module()(points, z), log_prob(points, z))
+
+
+# ------------------------------------------------------------------- empty batches
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("shape", [(2, 0, 3), (0, 5, 3), (0, 0, 3)])
+def test_no_points_give_empty_outputs_and_zero_gradients(shape, inverse, variant):
+    # A sum over no points is zero, so is its gradient in every weight and in the context.
+    torch.manual_seed(17)
+    flow = _roughen(dpf_flow(4, 6, 16), seed=18)
+    points = torch.randn(shape, requires_grad=True)
+    z = torch.randn(shape[0], 4, requires_grad=True)
+    outputs, logabsdet = fused.run_fused(flow.layers, points, z, inverse)
+    assert outputs.shape == shape and logabsdet.shape == shape[:2]
+    (outputs.sum() + logabsdet.sum()).backward()
+    assert points.grad.shape == shape
+    assert z.grad.shape == (shape[0], 4) and torch.equal(z.grad, torch.zeros_like(z))
+    for name, parameter in flow.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.equal(parameter.grad, torch.zeros_like(parameter)), name
+
+
+def test_the_registered_op_takes_no_points():
+    points, (layout, *weights) = _operands()
+    empty = points[:, :0]
+    outputs, logabsdet, checkpoints = fused.affine_couplings(empty, layout, *weights, False, 1)
+    assert outputs.shape == (2, 0, 3) and logabsdet.shape == (2, 0)
+    assert checkpoints.shape == (2, 2, 0, 3)
+    grads = fused.affine_couplings_backward(
+        outputs, checkpoints, outputs, logabsdet, layout, *weights, False, 1
+    )
+    assert grads[0].shape == (2, 0, 3)
+    for grad, weight in zip(grads[1:], weights[:-1], strict=True):
+        assert grad.shape == weight.shape and not grad.any()
