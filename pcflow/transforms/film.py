@@ -276,7 +276,7 @@ class PointNetworks(nn.Module):
                 for b in range(batch)
                 for s in range(0, num_points, step)
             ]
-        group = max(1, target // num_points)
+        group = max(1, target // max(num_points, 1))  # no points: one block per batch row group
         return [(b, min(b + group, batch), 0, num_points) for b in range(0, batch, group)]
 
     def forward(
