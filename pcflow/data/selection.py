@@ -13,7 +13,8 @@ __all__ = ["sample_categories", "select_per_category", "spread_subset"]
 
 
 def select_per_category(dataset: Dataset, limit: int | None) -> list[int]:
-    """Indices of at most ``limit`` samples per category, spread evenly over each category.
+    """Indices of at most ``limit`` samples per category of ``dataset``, spread evenly over each
+    category (``limit`` ``None``: all).
 
     Samples of one object (its views) are contiguous in pcflow's datasets, so even spreading
     visits as many objects as possible.

@@ -18,7 +18,8 @@ _GREY_STD = sum(w * s for w, s in zip(_LUMA, _RGB_STD))
 
 
 def check_rgb_images(name: str, images: Tensor) -> None:
-    """Check RGB images ``(B, 3, H, W)``, floating point, finite, in ``[0, 1]``."""
+    """Check RGB images ``(B, 3, H, W)``, floating point, finite, in ``[0, 1]``; ``name`` is the
+    argument's name in the error."""
     if not isinstance(images, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of RGB images shaped (B, 3, H, W)")
     shape = "(" + ", ".join(str(s) for s in images.shape) + ")"

@@ -20,6 +20,16 @@ _MAX_YAML_NODES = 100_000
 
 
 def load_yaml(text: str, source: str) -> Any:
+    """Parse YAML safely, refusing aliases that expand past 100,000 nodes (counting stops there).
+
+    Arguments:
+        text: The YAML text.
+        source: What it is, for error messages (a file name, "override 'a.b=...'").
+
+    Raises:
+        ValueError: For text that is not YAML, tags that safe loading refuses, recursive or
+            exploding aliases; naming ``source``.
+    """
     # yaml.safe_load shares aliased nodes, but to_dict/asdict copies them: nested aliases
     # ("billion laughs") expand exponentially there. Count the expanded size first.
     loader = yaml.SafeLoader(text)

@@ -98,6 +98,10 @@ def make_loader(
 ) -> tuple[DataLoader, ResumableSampler]:
     """A DataLoader over ``dataset`` with a `ResumableSampler`; returns the loader and sampler.
 
+    ``batch_size`` samples a batch; this process is ``rank`` of ``num_replicas``; ``seed``
+    orders every epoch (``shuffle``) and seeds every sample; ``drop_last`` drops a last partial
+    batch; ``num_workers`` loader processes.
+
     The loader has its own generator, so creating its iterator never draws from the global
     torch RNG (which a resumed run restores from its checkpoint).
     """

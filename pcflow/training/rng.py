@@ -12,7 +12,8 @@ __all__ = ["capture_rng_state", "restore_rng_state", "seed_all"]
 
 
 def seed_all(seed: int) -> None:
-    """Seed torch's, numpy's (modulo 2**32) and Python's global random number generators."""
+    """Seed torch's, numpy's (``seed`` modulo 2**32) and Python's global random number
+    generators with ``seed``."""
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (the global RNG is saved and restored)
     torch.manual_seed(seed)
@@ -42,7 +43,7 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Restore the states saved by `capture_rng_state`."""
+    """Restore the states ``state`` saved by `capture_rng_state`."""
     torch.set_rng_state(state["torch"])
     numpy = state["numpy"]
     np.random.set_state(  # noqa: NPY002 (the global RNG is saved and restored)

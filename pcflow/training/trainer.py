@@ -45,7 +45,7 @@ class RunExistsError(FileExistsError):
 
 
 def check_run_folder(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a run in a folder that holds one, unless told to resume or overwrite.
+    """Refuse to start a run in ``out_dir`` when it holds one, unless told to resume or overwrite.
 
     Raises:
         RunExistsError: Naming the folder, what it holds, and the two ways on.
@@ -463,8 +463,8 @@ def flush_denormal_is_on() -> bool:
 
 @contextlib.contextmanager
 def flushing_denormals(device: torch.device) -> Iterator[None]:
-    """On the CPU, flush subnormal floats (below 1.2e-38) to zero for the block, then restore
-    the setting found.
+    """On a CPU ``device``, flush subnormal floats (below 1.2e-38) to zero for the block, then
+    restore the setting found.
 
     As training goes on, subnormal values appear in the optimiser's state and the activations,
     and x86 CPUs take a slow path for each: measured on FlowGAN's quick preset, a trained

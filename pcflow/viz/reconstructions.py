@@ -85,7 +85,8 @@ def view_reconstructions(
     reconstruction | the truth, turned with one camera. A model with a
     ``log_density(images, clouds) -> (B, N)`` method (a FlowGAN's) has its points coloured by
     their log-density under the model. Arguments and diverged clouds as in
-    `draw_reconstructions`; ``options`` go to `pcflow.viz.view_point_clouds`.
+    `draw_reconstructions` (``models``, ``samples``, ``path``, ``num_points``, ``seed``,
+    ``sampling``, ``when``); ``options`` go to `pcflow.viz.view_point_clouds`.
 
     Returns:
         ``path``, or ``None`` (and nothing written) when no sample's clouds are all finite.

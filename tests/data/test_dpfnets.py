@@ -37,7 +37,7 @@ from pcflow.data import (
     r2n2_camera,
     render_mesh,
 )
-from pcflow.recipes.flowgan.data import SeededSamples
+from pcflow.training import SeededSamples
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 137
