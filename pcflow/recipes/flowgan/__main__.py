@@ -1,7 +1,6 @@
 """``python -m pcflow.recipes.flowgan train | evaluate | reconstruct``."""
 
-import sys
-
 from pcflow.recipes.flowgan.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())
