@@ -12,4 +12,4 @@ start=$(date +%s)
 .venv/bin/python examples/flowgan/evaluate.py --checkpoint "$OUT/checkpoints/last.pt" \
     --baselines --out "$OUT/eval"
 echo "[demo] done in $(( $(date +%s) - start )) s: metrics in $OUT/eval/metrics.json," \
-    "pictures in $OUT/pictures/ and $OUT/eval/pictures.png"
+    "pictures in $OUT/pictures/ and $OUT/eval/pictures.png, a view to turn in $OUT/eval/gallery.html"
