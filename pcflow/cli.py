@@ -97,7 +97,8 @@ def check_output_folder(path: Path) -> None:
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
-    """``--set KEY=VALUE`` (repeatable; values are YAML), collected in ``args.overrides``."""
+    """Add ``--set KEY=VALUE`` to ``parser`` (repeatable; values are YAML), collected in
+    ``args.overrides``; ``help`` says what it overrides."""
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help=f"{help} (repeatable; values are YAML)",
@@ -105,8 +106,8 @@ def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--temperature T``, ``--trim Q`` and ``--spread S``: how the flow samples (see
-    `sampling_settings`)."""
+    """Add ``--temperature T``, ``--trim Q`` and ``--spread S`` to ``parser``: how the flow
+    samples (see `sampling_settings`)."""
     parser.add_argument(
         "--temperature", type=float, default=None,
         help="scale of the flow's base noise when sampling (default: the checkpoint's "
@@ -125,8 +126,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_sampling_arguments(args: argparse.Namespace) -> None:
-    """Check ``--temperature``, ``--trim`` and ``--spread`` where given (before any checkpoint
-    is loaded).
+    """Check ``--temperature``, ``--trim`` and ``--spread`` of the parsed ``args`` where given
+    (before any checkpoint is loaded).
 
     Raises:
         ValueError: Naming the argument out of range.
@@ -141,7 +142,7 @@ def check_sampling_arguments(args: argparse.Namespace) -> None:
 
 
 def sampling_settings(args: argparse.Namespace, defaults: Any) -> SamplingOptions:
-    """The `pcflow.flows.SamplingOptions` of the arguments, or where not given, of
+    """The `pcflow.flows.SamplingOptions` of the parsed ``args``, or where not given, of
     ``defaults`` (anything with ``temperature``, ``trim`` and ``spread``, such as a
     checkpoint's ``eval`` section).
 
@@ -156,7 +157,8 @@ def sampling_settings(args: argparse.Namespace, defaults: Any) -> SamplingOption
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, presets: list[str]) -> None:
-    """``--preset`` (one of ``presets``), ``--config``, ``--set`` and ``--data``."""
+    """Add ``--preset`` (one of ``presets``), ``--config``, ``--set`` and ``--data`` to
+    ``parser``."""
     parser.add_argument(
         "--preset", choices=sorted(presets), default=None, help="named settings (default: quick)"
     )
@@ -173,8 +175,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, presets: list[str]) ->
 
 
 def resolve_config(args: argparse.Namespace, config_class: type[C], base: C | None = None) -> C:
-    """The configuration: ``base`` (or the preset of ``config_class``), the YAML file over it,
-    then ``--set``; ``--data`` sets ``data.source``."""
+    """The configuration the parsed ``args`` describe: ``base`` (or the preset of
+    ``config_class``), the YAML file over it, then ``--set``; ``--data`` sets ``data.source``."""
     config = config_class.preset(args.preset or "quick") if base is None else base
     try:
         if args.config is not None:

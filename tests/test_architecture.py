@@ -18,19 +18,20 @@ PACKAGE = Path(pcflow.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "utils": set(),
     "io": set(),
-    "ops": {"_checks", "_native"},
-    "transforms": {"_checks"},
-    "flows": {"_checks", "_native", "ops", "transforms"},
-    "encoders": {"_checks"},
-    "critics": {"_checks", "encoders"},
-    "losses": {"_checks", "ops"},
-    "metrics": {"_checks", "ops", "data"},
-    "data": {"_checks"},
-    "viz": {"_checks", "flows", "io"},
-    "models": {"_checks", "encoders", "flows"},
+    "ops": {"_checks", "_native", "utils"},
+    "transforms": {"_checks", "utils"},
+    "flows": {"_checks", "_native", "ops", "transforms", "utils"},
+    "encoders": {"_checks", "utils"},
+    "critics": {"_checks", "encoders", "utils"},
+    "losses": {"_checks", "ops", "utils"},
+    "metrics": {"_checks", "ops", "data", "utils"},
+    "data": {"_checks", "utils"},
+    "viz": {"_checks", "flows", "transforms", "io", "utils"},
+    "models": {"_checks", "encoders", "flows", "utils"},
     "training": {"utils"},
 }
-"""Subpackage -> the pcflow packages it may import (recipes may import any of the library)."""
+"""Subpackage -> the pcflow packages it may import (recipes may import any of the library;
+``utils`` and the private ``_checks`` and ``_native`` serve every layer)."""
 
 
 def _imports(path: Path) -> set[str]:

@@ -71,7 +71,7 @@ def grid_counts(
             stacklevel=2,
         )
     grid = unit_cube_grid(resolution, in_sphere)
-    spatial = import_optional("scipy.spatial", "scipy", "jensen_shannon_divergence")
+    spatial = import_optional("scipy.spatial", None, "jensen_shannon_divergence")
     _, nearest = spatial.cKDTree(grid).query(points, k=1, workers=-1)
     return np.bincount(nearest, minlength=len(grid)).astype(np.float64)
 

@@ -122,7 +122,7 @@ def _normalised(x: Tensor, y: Tensor, lengths: Tensor | None, dtype: torch.dtype
 
 
 def scipy_available() -> bool:
-    """Whether scipy, the exact solver installed by ``pcflow[scipy]``, can be imported."""
+    """Whether scipy, the exact solver pcflow requires (missing only from an install without dependencies), can be imported."""
     return has_module("scipy")
 
 
@@ -222,7 +222,7 @@ def exact_assignment(
     if solver == "scipy" and not scipy_available():
         raise ImportError(
             "the exact EMD needs scipy (or POT), which is not installed: "
-            "pip install 'pcflow[scipy]' (or 'pcflow[fast]' for POT), or use an approximate "
+            "pip install scipy (or 'pcflow[fast]' for POT), or use an approximate "
             "method ('auction' or 'sinkhorn')"
         )
     solve = _SOLVERS[solver]

@@ -79,7 +79,7 @@ def pytorch3d_available() -> bool:
 
 def kdtree_available(norm: int = 2) -> bool:
     """Whether the ``"kdtree"`` backend can run for ``norm``: ``pykdtree`` (``norm=2``, from
-    ``pcflow[fast]``) or ``scipy`` (either norm, from ``pcflow[scipy]``) is installed."""
+    ``pcflow[fast]``) or ``scipy`` (either norm, a requirement of pcflow) is installed."""
     return (norm == 2 and _pykdtree() is not None) or has_module("scipy")
 
 
@@ -113,7 +113,7 @@ def resolve_backend(
     if backend == "kdtree" and not kdtree_available(norm):
         raise ImportError(
             'backend="kdtree" needs a KD-tree library, and neither pykdtree nor scipy is '
-            "installed: pip install 'pcflow[fast]' (pykdtree, norm=2) or 'pcflow[scipy]', "
+            "installed: pip install 'pcflow[fast]' (pykdtree, norm=2) or scipy, "
             'or use backend="auto"'
         )
     if backend != "auto":
@@ -155,7 +155,7 @@ def knn_points(
       batched matrix product per tile; any device.
     - ``"kdtree"``: a KD-tree per set (``pykdtree`` when installed, else ``scipy.spatial.cKDTree``;
       ``cKDTree`` for ``norm=1``), the batch spread over a thread pool; runs on CPU (tensors on
-      another device make a round trip). Needs ``pcflow[fast]`` or ``pcflow[scipy]``.
+      another device make a round trip). Needs ``pcflow[fast]`` or scipy (a requirement of pcflow).
     - ``"pytorch3d"``: ``pytorch3d.ops.knn_points`` (optional dependency).
     - ``"auto"``: PyTorch3D on CUDA when installed, else brute-force tiles on accelerators; on
       CPU the KD-tree when ``N * M >= pcflow.ops.knn.KDTREE_MIN_PAIRS`` (``2**16``, e.g.
@@ -540,7 +540,7 @@ def _query_one(
     if norm == 2 and pykdtree is not None:
         _, idx = pykdtree(data).query(queries, k=k)
     else:
-        spatial = import_optional("scipy.spatial", "scipy", 'backend="kdtree"')
+        spatial = import_optional("scipy.spatial", None, 'backend="kdtree"')
         _, idx = spatial.cKDTree(data).query(queries, k=k, p=norm, workers=workers)
     return np.asarray(idx, dtype=np.int64).reshape(len(queries), k)
 

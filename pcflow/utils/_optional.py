@@ -23,26 +23,28 @@ def has_module(name: str) -> bool:
         return False
 
 
-def import_optional(name: str, extra: str, feature: str) -> ModuleType:
-    """Import ``name``, or raise ``ImportError`` naming the ``pcflow`` extra that installs it.
+def import_optional(name: str, extra: str | None, feature: str) -> ModuleType:
+    """Import ``name``, or raise ``ImportError`` saying how to install it.
 
     Arguments:
         name: The module to import, e.g. ``"scipy.spatial"``.
-        extra: The extra of pcflow that installs it, e.g. ``"scipy"``.
+        extra: The extra of pcflow that installs it, e.g. ``"fast"``; ``None`` for a package
+            pcflow requires (missing only from an install without dependencies).
         feature: What needs it, for the message, e.g. ``"the exact EMD"``.
 
     Example:
-        >>> import_optional("json", "none", "a test").__name__
+        >>> import_optional("json", None, "a test").__name__
         'json'
-        >>> import_optional("no_such_package_here", "scipy", "the exact EMD")
+        >>> import_optional("no_such_package_here", None, "the exact EMD")
         Traceback (most recent call last):
         ...
-        ImportError: the exact EMD needs no_such_package_here, which is not installed: pip install 'pcflow[scipy]'
+        ImportError: the exact EMD needs no_such_package_here, which is not installed: pip install no_such_package_here
     """  # noqa: E501
     try:
         return importlib.import_module(name)
     except ImportError as error:
+        package = name.split(".")[0]
+        how = package if extra is None else f"'pcflow[{extra}]'"
         raise ImportError(
-            f"{feature} needs {name.split('.')[0]}, which is not installed: "
-            f"pip install 'pcflow[{extra}]'"
+            f"{feature} needs {package}, which is not installed: pip install {how}"
         ) from error

@@ -50,7 +50,7 @@ def test_variants_run_fused_or_looped_flushed_or_not(tmp_path: Path) -> None:
     for checkpoint in (None, tmp_path / "last.pt"):
         for fused in (True, False):
             made = script.make_trainer(config, Shapes(), checkpoint, fused)
-            groups = made.generator_optimizer.param_groups + made.critic_optimizer.param_groups
+            groups = [g for u in made.updaters.values() for g in u.optimizer.param_groups]
             assert all(group["fused"] is (True if fused else None) for group in groups)
             assert made.state.global_step == (0 if checkpoint is None else 1)
     batches = [batch for _, batch in zip(range(2), iter(trainer.loader))]
