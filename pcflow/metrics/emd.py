@@ -83,7 +83,8 @@ def earth_movers_distance(
     This is the convention of the papers' tables: PointFlow's EMD (its approximate CUDA kernel
     returns the summed matched distance, divided by ``N`` by its evaluation code), DPF-Nets and
     FlowGAN. ``method="exact"`` solves the assignment exactly (pass it for published tables;
-    it needs scipy, a requirement of pcflow, or POT); ``"auction"`` (native C++ on CPU, 10 to 16 times
+    it needs scipy, which pcflow requires, or POT); ``"auction"`` (native C++ on CPU, 10 to 16
+    times
     faster than exact at N = 2,048) and ``"sinkhorn"`` return a valid matching whose value is
     an upper bound within a certified relative error ``tol`` of the exact one; measured errors
     are 2 to 10 times smaller (``docs/benchmarks.md``). The default, ``"auto"`` with

@@ -122,7 +122,8 @@ def _normalised(x: Tensor, y: Tensor, lengths: Tensor | None, dtype: torch.dtype
 
 
 def scipy_available() -> bool:
-    """Whether scipy, the exact solver pcflow requires (missing only from an install without dependencies), can be imported."""
+    """Whether scipy, the exact solver (a requirement of pcflow, missing only from an install
+    without dependencies), can be imported."""
     return has_module("scipy")
 
 
