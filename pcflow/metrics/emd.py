@@ -84,8 +84,7 @@ def earth_movers_distance(
     returns the summed matched distance, divided by ``N`` by its evaluation code), DPF-Nets and
     FlowGAN. ``method="exact"`` solves the assignment exactly (pass it for published tables;
     it needs scipy, which pcflow requires, or POT); ``"auction"`` (native C++ on CPU, 10 to 16
-    times
-    faster than exact at N = 2,048) and ``"sinkhorn"`` return a valid matching whose value is
+    times faster than exact at N = 2,048) and ``"sinkhorn"`` return a valid matching whose value is
     an upper bound within a certified relative error ``tol`` of the exact one; measured errors
     are 2 to 10 times smaller (``docs/benchmarks.md``). The default, ``"auto"`` with
     ``tol=0.01``, is shared with ``pcflow.losses.emd_loss``: the auction, or exact on a CPU
