@@ -220,8 +220,8 @@ def _small_flowgan(data_root: Path, steps: int) -> Any:
 def view_flowgan_gallery(views: Path, data_root: Path, checkpoint: Path | None, steps: int) -> Path:
     """One test image per category | FlowGAN's cloud coloured by its per-point log-density |
     the truth, as an interactive view: the gallery `evaluate.py` writes."""
-    from pcflow.recipes import flowgan
     from pcflow.data import select_per_category
+    from pcflow.recipes import flowgan
     from pcflow.viz import point_log_density, view_sample_reconstructions
 
     if checkpoint is not None:
