@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pcflow.critics.cross_modal import CrossModalCritic
 from pcflow.critics.diagnostics import adversarial_gradient_share
-from pcflow.critics.frozen import frozen
+from pcflow.critics.freeze import frozen
 from pcflow.critics.gan_losses import (
     GAN_LOSS_KINDS,
     critic_loss,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from pcflow.critics.frozen import frozen
+from pcflow.critics.freeze import frozen
 from pcflow.critics.gan_losses import critic_loss, generator_loss, gradient_penalty, r1_penalty
 
 __all__ = ["critic_objective", "generator_objective"]
