@@ -131,13 +131,20 @@ class DPFNetsShapeNet(ModelCategories, Dataset):
     elevation 25 degrees (30 for odd views) around the unit-radius mesh, and the sample holds
     that ``"camera"``.
 
+    With ``images=False`` the dataset is points only: one sample per *model* (not per view),
+    without ``"image"``, ``"mask"``, ``"view"`` and ``"camera"``; no images file is opened and
+    nothing is rendered. With ``sample_seed``, model ``m``'s points are those of its first
+    view's sample in the image view.
+
     Arguments:
         path: The ``*_meshes.h5`` or ``*_images.h5`` file; the other one of the pair is found
             next to it (``<prefix>_images.h5`` / ``<prefix>_meshes.h5``).
         split: The file's part: ``"train"``, ``"test"`` and, for ShapeNetCore55, ``"val"``.
         categories: Synset ids or names to keep; ``None`` for all in the file.
         num_points: Points in ``points`` and in ``points_target``.
-        images: The images file, when it is not named like the meshes file.
+        images: ``True`` for the images file named like the meshes file (or renderings where
+            there is none), the path of the images file when it is named otherwise, or
+            ``False`` for points only (see above).
         views: Which of the 24 views to use (default all).
         image_size: Resize images to this size (FlowGAN uses 224); ``None`` keeps 137.
         render_size: Size of the rendered images of a meshes file without images.
@@ -170,7 +177,7 @@ class DPFNetsShapeNet(ModelCategories, Dataset):
         categories: Sequence[str] | None = None,
         num_points: int = 2500,
         *,
-        images: str | os.PathLike | None = None,
+        images: bool | str | os.PathLike = True,
         views: Sequence[int] | None = None,
         image_size: int | None = None,
         render_size: int = 137,
@@ -184,7 +191,12 @@ class DPFNetsShapeNet(ModelCategories, Dataset):
         if not path.is_file():
             raise FileNotFoundError(f"DPF-Nets HDF5 file {path} does not exist")
         meshes_path, images_path = _partner(path)
-        if images is not None:
+        if not isinstance(images, (bool, str, os.PathLike)):
+            raise TypeError(
+                f"images must be True, False or the path of an images file, got {images!r}"
+            )
+        self.images = images is not False
+        if not isinstance(images, bool):
             images_path = Path(images)
             if not images_path.is_file():
                 raise FileNotFoundError(f"images file {images_path} does not exist")
@@ -208,7 +220,7 @@ class DPFNetsShapeNet(ModelCategories, Dataset):
 
         with _open(meshes_path, "meshes") as file:
             labels = self._read_meshes_index(file, meshes_path)
-        if images_path is not None:
+        if images_path is not None and self.images:
             with _open(images_path, "images") as file:
                 self._check_images(file, images_path, labels)
 
@@ -379,7 +391,7 @@ class DPFNetsShapeNet(ModelCategories, Dataset):
             return [p for p in _PARTS if all(f"{p}_{k}" in file for k in _MESH_KEYS)]
 
     def __len__(self) -> int:
-        return len(self._models) * len(self.views)
+        return len(self._models) * (len(self.views) if self.images else 1)
 
     def mesh(self, model: int) -> tuple[np.ndarray, np.ndarray]:
         """The stored mesh of the ``model``-th kept model: vertices ``(V, 3)``, faces ``(F, 3)``.
@@ -436,7 +448,7 @@ class DPFNetsShapeNet(ModelCategories, Dataset):
 
     def sample_category(self, index: int) -> str:
         """The category name of sample ``index``, without loading it."""
-        return self.object_category(index // len(self.views))
+        return self.object_category(index // (len(self.views) if self.images else 1))
 
     def object_points(self, index: int) -> np.ndarray:
         """``num_points`` points ``(num_points, 3)`` sampled area-uniformly on the ``index``-th
@@ -468,7 +480,11 @@ class DPFNetsShapeNet(ModelCategories, Dataset):
 
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
-        model, view_position = divmod(index, len(self.views))
+        if self.images:
+            model, view_position = divmod(index, len(self.views))
+        else:  # seeded as the model's first view in the image view
+            model, view_position = index, 0
+            index = model * len(self.views)
         category, row = self._models[model]
         view = self.views[view_position]
         mesh = self._surface(model)
@@ -481,11 +497,24 @@ class DPFNetsShapeNet(ModelCategories, Dataset):
         )
         camera = None
         model_id = f"{self.split}/{row}"
+        if self._rendered_models is not None:
+            model_id = self._rendered_models[row].name
+        if not self.images:
+            if self.original_scale:
+                points = points * float(self._scales[row]) + self._centers[row].astype(np.float64)
+            points = torch.from_numpy(points.astype(np.float32))
+            sample = {
+                "points": points[: self.num_points],
+                "points_target": points[self.num_points :],
+                "category": category,
+                "category_name": self.categories[category],
+                "model_id": model_id,
+            }
+            return self.transform(sample) if self.transform is not None else sample
         if self.images_path is not None:
             image, mask = self._image(row, view)
             if self._rendered_models is not None:
                 camera = self._rendering_camera(row, view, image.shape[-1])
-                model_id = self._rendered_models[row].name
         else:
             from pcflow.data.synthetic import render_mesh
 

@@ -113,6 +113,13 @@ def _read_metadata(path: Path) -> np.ndarray:
 class ShapeNetR2N2(ModelCategories, Dataset):
     """3D-R2N2 renderings of ShapeNet paired with surface point clouds: one sample per view.
 
+    Or, with ``images=False``, the point clouds alone (PointFlow's PC15k, the generation data):
+    one sample per *model* (not per view), without ``"image"``, ``"mask"``, ``"view"`` and
+    ``"camera"``. No rendering is read or needed, so every model with a cloud in ``split`` is
+    kept, rendered or not: ``ShapeNetR2N2("ShapeNetCore.v2.PC15k", split="test",
+    images=False)`` reads PointFlow's tree alone. With ``sample_seed``, where every model has
+    all ``views``, a model's points are those of its first view's sample in the image view.
+
     Renderings follow 3D-R2N2's layout,
     ``ShapeNetRendering/<synset>/<model>/rendering/{00..23}.png`` (137 x 137 RGBA) with
     ``rendering_metadata.txt`` (one line per view: azimuth, elevation, in-plane rotation,
@@ -161,6 +168,8 @@ class ShapeNetR2N2(ModelCategories, Dataset):
         mesh_points: Points sampled on each mesh (with ``mesh_root``).
         splits: ``None``, `SORTED_80_20` or the path of PyTorch3D's splits JSON (see above);
             `SORTED_80_20` when ``None`` with ``mesh_root``.
+        images: Return the renderings (one sample per view); ``False`` for points only (see
+            above).
     """
 
     def __init__(
@@ -179,6 +188,7 @@ class ShapeNetR2N2(ModelCategories, Dataset):
         mesh_root: str | os.PathLike | None = None,
         mesh_points: int = 15_000,
         splits: str | os.PathLike | None = None,
+        images: bool = True,
     ) -> None:
         if mesh_root is not None:
             if pointcloud_root is not None:
@@ -206,6 +216,7 @@ class ShapeNetR2N2(ModelCategories, Dataset):
         self.normalize = NormalizePoints(normalize) if normalize is not None else None
         self.resize = Resize(image_size) if image_size is not None else None
         self.transform, self.sample_seed = transform, sample_seed
+        self.images = bool(images)
         self._meshes, self.mesh_points = mesh_root is not None, int(mesh_points)
         self._hdf5 = not self._meshes and pointcloud_root.suffix.lower() in (".h5", ".hdf5")
         chosen = self._split_models(splits, split, rendering_root)
@@ -228,7 +239,8 @@ class ShapeNetR2N2(ModelCategories, Dataset):
                 model_views = chosen.get(synset, {})
                 pairs = [(m, self._find_cloud(synset, m)) for m in model_views]
             for model_id, source in pairs:
-                if not (rendering_root / synset / model_id / "rendering").is_dir():
+                rendered = (rendering_root / synset / model_id / "rendering").is_dir()
+                if self.images and not rendered:
                     skipped.append(f"{synset}/{model_id} (no rendering folder)")
                     continue
                 problem = self._check_cloud(source)
@@ -237,6 +249,8 @@ class ShapeNetR2N2(ModelCategories, Dataset):
                     continue
                 wanted = model_views.get(model_id) or self.views
                 model_views_kept = [v for v in wanted if v in self.views]
+                if not self.images:
+                    model_views_kept = model_views_kept[:1] or [self.views[0]]
                 self._items += [(len(self._models), v) for v in model_views_kept]
                 self._models.append((index, model_id, source))
         if skipped:
@@ -245,10 +259,14 @@ class ShapeNetR2N2(ModelCategories, Dataset):
             )
             warnings.warn(f"ShapeNetR2N2 skipped {len(skipped)} models: {shown}", stacklevel=2)
         if not self._items:
+            what = "(rendering, point cloud) pairs" if self.images else "point clouds"
             raise FileNotFoundError(
-                f"no (rendering, point cloud) pairs for split {split!r} and synsets {synsets} "
-                f"under "
-                f"{rendering_root} and {pointcloud_root}"
+                f"no {what} for split {split!r} and synsets {synsets} under "
+                + (
+                    f"{rendering_root} and {pointcloud_root}"
+                    if self.images
+                    else f"{pointcloud_root}"
+                )
             )
         self._file = None
 
@@ -421,43 +439,44 @@ class ShapeNetR2N2(ModelCategories, Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         model, view = self._items[index]
         category, model_id, source = self._models[model]
-        synset = self.synsets[category]
-        folder = self.rendering_root / synset / model_id / "rendering"
-        image, mask = load_image_rgba(folder / f"{view:02d}.png")
-        metadata = _read_metadata(folder / "rendering_metadata.txt")
-        if view >= len(metadata):
-            raise ValueError(f"{folder / 'rendering_metadata.txt'} has no line for view {view}")
-        azimuth, elevation, _, distance, _ = metadata[view]
-        intrinsics, extrinsics = r2n2_camera(azimuth, elevation, distance, image.shape[-1])
         cloud = self._load_cloud(source)
         generator = None
         if self.sample_seed is not None:
-            generator = torch.Generator().manual_seed(self.sample_seed * 1_000_003 + index)
+            # Points only: the seed of the model's first view's sample in the image view.
+            key = index if self.images else model * len(self.views)
+            generator = torch.Generator().manual_seed(self.sample_seed * 1_000_003 + key)
         count = cloud.shape[0]
         if 2 * self.num_points <= count:
             order = torch.randperm(count, generator=generator)
             first, second = order[: self.num_points], order[self.num_points : 2 * self.num_points]
         else:
             first, second = torch.randint(count, (2, self.num_points), generator=generator)
-        sample = {
-            "image": image,
-            "mask": mask,
+        sample: dict[str, Any] = {
             "points": cloud,
             "points_target": cloud,
             "category": category,
             "category_name": self.categories[category],
             "model_id": model_id,
-            "view": view,
-            "camera": {
+        }
+        if self.images:
+            folder = self.rendering_root / self.synsets[category] / model_id / "rendering"
+            sample["image"], sample["mask"] = load_image_rgba(folder / f"{view:02d}.png")
+            metadata = _read_metadata(folder / "rendering_metadata.txt")
+            if view >= len(metadata):
+                raise ValueError(f"{folder / 'rendering_metadata.txt'} has no line for view {view}")
+            azimuth, elevation, _, distance, _ = metadata[view]
+            size = sample["image"].shape[-1]
+            intrinsics, extrinsics = r2n2_camera(azimuth, elevation, distance, size)
+            sample["view"] = view
+            sample["camera"] = {
                 "intrinsics": torch.from_numpy(intrinsics).float(),
                 "extrinsics": torch.from_numpy(extrinsics).float(),
-            },
-        }
+            }
         if self.normalize is not None:
             sample = self.normalize(sample)  # from the whole cloud, before subsampling
         sample["points"] = sample["points"][first]
         sample["points_target"] = sample["points_target"][second]
-        if self.resize is not None:
+        if self.resize is not None and self.images:
             sample = self.resize(sample)
         if self.transform is not None:
             sample = self.transform(sample)

@@ -522,3 +522,76 @@ def test_categories_and_object_points_without_loading_samples(all13) -> None:
         scale = 1.0 + np.abs(model.mesh.vertices).max()
         assert _on_surface(model.mesh, torch.from_numpy(points)).max() <= 8 * EPS * scale
     assert np.array_equal(data.object_points(3), data.object_points(3))  # seeded by the object
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("a points-only dataset read or rendered an image")
+
+
+def _no_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every way to an image fail: opening an images file, decoding a row, rendering."""
+    import pcflow.data.dpfnets as dpfnets
+    import pcflow.data.synthetic as synthetic
+
+    opened = dpfnets._open
+
+    def open_meshes_only(path: Path, role: str):
+        assert role != "images", f"a points-only dataset opened the images file {path}"
+        return opened(path, role)
+
+    monkeypatch.setattr(dpfnets, "_open", open_meshes_only)
+    monkeypatch.setattr(DPFNetsShapeNet, "_image", _must_not_run)
+    monkeypatch.setattr(synthetic, "render_mesh", _must_not_run)
+
+
+def test_points_only_all13_reads_no_image(all13, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, parts = all13
+    meshes = folder / "ShapeNetAll13_meshes.h5"
+    views = [4, 9]
+    with_images = {
+        original: DPFNetsShapeNet(
+            meshes,
+            "train",
+            num_points=150,
+            views=views,
+            sample_seed=2,
+            original_scale=original,
+            rendering_root=folder,
+        )
+        for original in (False, True)
+    }
+    expected = {k: [data[m * len(views)] for m in range(6)] for k, data in with_images.items()}
+    _no_images(monkeypatch)
+    for original in (False, True):
+        data = DPFNetsShapeNet(meshes, "train", num_points=150, views=views, sample_seed=2,
+                               original_scale=original, rendering_root=folder,
+                               images=False)  # fmt: skip
+        assert len(data) == data.num_objects == 6 and data.sample_category(5) == "chair"
+        for model in range(6):
+            sample, first_view = data[model], expected[original][model]
+            assert sorted(sample) == [
+                "category", "category_name", "model_id", "points", "points_target"
+            ]  # fmt: skip
+            assert sample["model_id"] == first_view["model_id"] == parts["train"][model].name
+            assert sample["category_name"] == first_view["category_name"]
+            assert torch.equal(sample["points"], first_view["points"])
+            assert torch.equal(sample["points_target"], first_view["points_target"])
+    with pytest.raises(TypeError, match=r"images must be True, False or the path .* got 3"):
+        DPFNetsShapeNet(meshes, images=3)
+
+
+def test_points_only_core55_renders_nothing(core55, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, parts = core55
+    rendered = DPFNetsShapeNet(path, "train", num_points=100, views=[0], render_size=16,
+                               sample_seed=1, original_scale=True)  # fmt: skip
+    expected = [rendered[m]["points"] for m in range(3)]
+    _no_images(monkeypatch)
+    for split in ("train", "val", "test"):
+        data = DPFNetsShapeNet(path, split, num_points=100, views=[0], images=False,
+                               original_scale=True, sample_seed=1)  # fmt: skip
+        assert len(data) == len(parts[split])
+        for model, sample in enumerate(data):
+            assert "image" not in sample and "camera" not in sample
+            assert _on_surface(parts[split][model].mesh, sample["points"]).max() <= 8 * EPS * 2
+            if split == "train":  # the seed of the model's first (only) view
+                assert torch.equal(sample["points"], expected[model])

@@ -289,3 +289,50 @@ def test_categories_and_object_points_without_loading_samples(root: Path) -> Non
         # The samples' points are a subset of it.
         sample = data[2 * obj]["points"].double()
         assert float(torch.cdist(sample, points).min(1).values.max()) < 1e-5
+
+
+def test_points_only_reads_pointflow_tree_without_renderings(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pcflow.data.shapenet as shapenet
+
+    with_images = ShapeNetR2N2(root, split="train", num_points=500, views=[0, 1], sample_seed=4)
+    expected = [with_images[2 * model] for model in range(2)]
+
+    def must_not_decode(*args, **kwargs):
+        raise AssertionError("a points-only dataset decoded an image")
+
+    monkeypatch.setattr(shapenet, "load_image_rgba", must_not_decode)
+    monkeypatch.setattr(shapenet, "_read_metadata", must_not_decode)
+    data = ShapeNetR2N2(root, split="train", num_points=500, views=[0, 1], sample_seed=4,
+                        image_size=16, images=False)  # fmt: skip
+    assert len(data) == data.num_objects == 2
+    for model, first_view in enumerate(expected):
+        sample = data[model]
+        assert sorted(sample) == [
+            "category",
+            "category_name",
+            "model_id",
+            "points",
+            "points_target",
+        ]
+        assert sample["model_id"] == first_view["model_id"]
+        assert torch.equal(sample["points"], first_view["points"])
+        assert torch.equal(sample["points_target"], first_view["points_target"])
+    # PointFlow's tree alone (no renderings at all): every cloud of the split is a sample,
+    # normalised to the unit sphere around its centroid, as PC15k's loaders centre them.
+    shutil.rmtree(root / "ShapeNetRendering")
+    clouds = root / "ShapeNetCore.v2.PC15k"
+    unrendered = clouds / SYNSET / "test" / "model_d.npy"
+    np.save(unrendered, np.load(clouds / SYNSET / "test" / "model_c.npy")[:1000] * 2.0)
+    test = ShapeNetR2N2(clouds, split="test", num_points=400, images=False)
+    assert [test[i]["model_id"] for i in range(len(test))] == ["model_c", "model_d"]
+    raw = torch.from_numpy(np.load(unrendered)).double()
+    centred = raw - raw.mean(0)
+    reference = centred / centred.norm(dim=1).max()
+    points = test[1]["points"].double()
+    assert points.shape == (400, 3)
+    assert float(torch.cdist(points, reference).min(1).values.max()) < 1e-5
+    assert float(points.norm(dim=1).max()) <= 1 + 1e-6
+    with pytest.raises(FileNotFoundError, match=r"no point clouds for split 'val'"):
+        ShapeNetR2N2(clouds, split="val", categories=None, images=False)

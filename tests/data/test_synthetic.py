@@ -403,3 +403,75 @@ def test_categories_and_object_points_without_loading_samples(small_root: Path) 
         assert data.object_category(obj) == data[obj * views]["category_name"]
         stored = {tuple(row) for row in data.object_points(obj).tolist()}
         assert {tuple(row) for row in data[obj * views]["points"].tolist()} <= stored
+
+
+def test_points_only_view_reads_no_rendering(
+    small_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pcflow.data import CategorizedShapes
+
+    views = SMALL.views_per_object
+    for split in synthetic.SPLITS:
+        with_images = SyntheticShapes(small_root, split, 300, sample_seed=3, progress=False)
+        points_only = SyntheticShapes(
+            small_root, split, 300, sample_seed=3, progress=False, images=False
+        )
+        assert isinstance(points_only, CategorizedShapes)
+        assert len(points_only) == points_only.num_objects == with_images.num_objects
+        for obj in range(points_only.num_objects):
+            sample, first_view = points_only[obj], with_images[obj * views]
+            assert sorted(sample) == [
+                "category", "category_name", "model_id", "points", "points_target"
+            ]  # fmt: skip
+            assert sample["model_id"] == first_view["model_id"]
+            assert sample["category_name"] == first_view["category_name"]
+            assert torch.equal(sample["points"], first_view["points"])
+            assert torch.equal(sample["points_target"], first_view["points_target"])
+    # Shards whose renderings are gone still read points-only (and only so).
+    copy = tmp_path / "no-images"
+    (copy / "shards").mkdir(parents=True)
+    (copy / "manifest.json").write_bytes((small_root / "manifest.json").read_bytes())
+    for shard in (small_root / "shards").glob("*.npz"):
+        (copy / "shards" / shard.name).write_bytes(shard.read_bytes())
+        _rewrite_shard(copy / "shards" / shard.name, lambda arrays: arrays.pop("images"))
+    monkeypatch.setattr(synthetic, "render_mesh", _must_not_run)
+    data = SyntheticShapes(copy, "train", 300, sample_seed=3, progress=False, images=False)
+    reference = SyntheticShapes(small_root, "train", 300, sample_seed=3, progress=False)
+    assert torch.equal(data[1]["points"], reference[views]["points"])
+    with pytest.raises(ValueError, match=r"lacks \['images'\]"):
+        SyntheticShapes(copy, "train", 300, progress=False)
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("a points-only dataset rendered or decoded an image")
+
+
+def test_points_only_generation_renders_nothing_and_keeps_the_objects(
+    small_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(synthetic, "render_mesh", _must_not_run)
+    config = dataclasses.replace(SMALL, views_per_object=0)
+    points_only = SyntheticShapes(
+        tmp_path, "test", 200, config=config, images=False, num_workers=0, progress=False
+    )
+    rendered = SyntheticShapes(small_root, "test", 200, images=False, progress=False)
+    assert points_only.model_ids == rendered.model_ids and points_only.num_objects == 2
+    for obj in range(points_only.num_objects):  # rendering draws after the surface sample
+        assert np.array_equal(points_only.object_points(obj), rendered.object_points(obj))
+    with pytest.raises(
+        ValueError, match=r"points-only dataset \(views_per_object=0\).*images=False"
+    ):
+        SyntheticShapes(tmp_path, "test", 200, progress=False)
+    with pytest.raises(
+        ValueError, match=r"views_per_object must be 0 \(points only\) or more, got -1"
+    ):
+        dataclasses.replace(SMALL, views_per_object=-1)
+
+
+def test_generation_data_has_the_protocol_sizes() -> None:
+    from pcflow.data import SYNTHETIC_POINTS
+
+    sizes = {k: len(v) for k, v in synthetic._split_indices(SYNTHETIC_POINTS).items()}
+    assert sizes == {"train": 400, "val": 50, "test": 100}
+    assert SYNTHETIC_POINTS.views_per_object == 0 and SYNTHETIC_POINTS.points_per_object >= 2 * 2048
+    assert {"airplane", "car", "chair"} <= set(SYNTHETIC_POINTS.categories)

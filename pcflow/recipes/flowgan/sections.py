@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from pcflow.data import DataConfig
 
 from pcflow import training
 from pcflow.flows import SamplingOptions
@@ -42,48 +44,6 @@ GanKind = Literal["lsgan", "nonsaturating", "hinge", "wasserstein"]
 """GAN losses (`pcflow.critics.GAN_LOSS_KINDS`)."""
 EmdMethod = Literal["exact", "auction", "sinkhorn"]
 """`pcflow.metrics.earth_movers_distance` methods."""
-
-
-@dataclass
-class DataConfig:
-    """Where the (image, point cloud) pairs come from and how they are shaped.
-
-    Arguments:
-        source: ``"synthetic"`` for pcflow's built-in dataset (generated under ``root`` on first
-            use), or the path of a ShapeNet root holding the 3D-R2N2 renderings and the
-            point clouds (`pcflow.data.ShapeNetR2N2`; name a separate point-cloud folder or
-            HDF5 file with ``options: {pointcloud_root: ...}``).
-        root: Cache directory of the synthetic dataset.
-        categories: Category names to train and evaluate on; ``None`` for all.
-        num_points: Points per training cloud (the encoder's input and, separately sampled,
-            the likelihood target). The paper uses 2,500.
-        late_num_points: Points per training cloud from epoch ``late_from_epoch`` on (denser
-            clouds for the last epochs, where a step costs more per point); ``None`` keeps
-            ``num_points`` throughout. Validation during training keeps ``num_points``. The
-            loss's sums over points (the points' NLL, the Chamfer term) are scaled by
-            ``num_points / late_num_points`` in those epochs, so that the loss weighs each
-            point against the latent terms as in the rest of the run.
-        late_from_epoch: Epochs at ``num_points`` before ``late_num_points`` applies.
-        num_workers: DataLoader worker processes (0: load in the training process).
-        synthetic: Fields of `pcflow.data.SyntheticConfig` (categories, objects per category,
-            views, image size, ...) for the built-in dataset; empty for its defaults.
-        options: Extra keyword arguments for the dataset class; passed through unchanged.
-    """
-
-    source: str = "synthetic"
-    root: str = ".pcflow_cache/synthetic"
-    categories: list[str] | None = None
-    num_points: int = 512
-    late_num_points: int | None = None
-    late_from_epoch: int = 0
-    num_workers: int = 0
-    synthetic: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def num_points_at(self, epoch: int) -> int:
-        """Points per training cloud in epoch ``epoch`` (0-based: epochs already trained)."""
-        late = self.late_num_points is not None and epoch >= self.late_from_epoch
-        return self.late_num_points if late else self.num_points
 
 
 @dataclass
