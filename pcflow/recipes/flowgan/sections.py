@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
-
-from pcflow.data import DataConfig
+from typing import Any, Literal
 
 from pcflow import training
+from pcflow.data import DataConfig
 from pcflow.flows import SamplingOptions
 
 __all__ = [
