@@ -21,18 +21,20 @@ from PIL.Image import DecompressionBombError
 
 from pcflow.flows import SamplingOptions
 from pcflow.training import RunConfig
-from pcflow.utils import CheckpointError
+from pcflow.utils import CheckpointError, load_checkpoint
 
 C = TypeVar("C", bound=RunConfig)
 
 __all__ = [
     "add_config_arguments",
+    "add_run_arguments",
     "add_sampling_arguments",
     "add_set_argument",
     "check_output_folder",
     "check_sampling_arguments",
     "command_line_program",
     "resolve_config",
+    "run_config",
     "sampling_settings",
     "user_errors",
 ]
@@ -186,3 +188,43 @@ def resolve_config(args: argparse.Namespace, config_class: type[C], base: C | No
     if args.data is not None:
         config.data.source = args.data if args.data == "synthetic" else os.fspath(args.data)
     return config
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """A training program's run folder flags: ``--out``, ``--resume``, ``--overwrite``,
+    ``--max-steps`` and ``--no-progress`` (as FlowGAN's ``train.py``)."""
+    parser.add_argument("--out", type=Path, default=Path(default_out), help="output folder")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue from OUT/checkpoints/last.pt (its config, with --set applied over it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="start again in an OUT that holds a run, deleting its checkpoints, logs, pictures "
+        "and eval/ (without it, or --resume, such an OUT is refused)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-steps", type=int, default=None,
+        help="stop after this many steps in total, writing last.pt (as if interrupted)",
+    )  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_config(args: argparse.Namespace, config_class: type[C]) -> C:
+    """The configuration of a training program: with ``--resume`` and a checkpoint in
+    ``args.out``, the checkpoint's (``--preset`` and ``--config`` ignored, ``--set`` and
+    ``--data`` applied over it); otherwise `resolve_config`'s.
+
+    Raises:
+        CheckpointError: If the checkpoint holds no config or one ``config_class`` refuses.
+    """
+    last = Path(args.out) / "checkpoints" / "last.pt"
+    if not (args.resume and last.exists()):
+        return resolve_config(args, config_class)
+    saved = load_checkpoint(last, required_keys=("config",))
+    try:
+        base = config_class.from_dict(saved["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{last} holds an incompatible config: {error}") from error
+    args.config = None
+    return resolve_config(args, config_class, base)
