@@ -99,7 +99,12 @@ def check_output_folder(path: Path) -> None:
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
-    """``--set KEY=VALUE`` (repeatable; values are YAML), collected in ``args.overrides``."""
+    """``--set KEY=VALUE`` (repeatable; values are YAML), collected in ``args.overrides``.
+
+    Arguments:
+        parser: The program's parser.
+        help: What the flag overrides, for ``--help``.
+    """
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help=f"{help} (repeatable; values are YAML)",
@@ -108,7 +113,11 @@ def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """``--temperature T``, ``--trim Q`` and ``--spread S``: how the flow samples (see
-    `sampling_settings`)."""
+    `sampling_settings`).
+
+    Arguments:
+        parser: The program's parser.
+    """
     parser.add_argument(
         "--temperature", type=float, default=None,
         help="scale of the flow's base noise when sampling (default: the checkpoint's "
@@ -130,6 +139,9 @@ def check_sampling_arguments(args: argparse.Namespace) -> None:
     """Check ``--temperature``, ``--trim`` and ``--spread`` where given (before any checkpoint
     is loaded).
 
+    Arguments:
+        args: The parsed arguments.
+
     Raises:
         ValueError: Naming the argument out of range.
     """
@@ -147,6 +159,10 @@ def sampling_settings(args: argparse.Namespace, defaults: Any) -> SamplingOption
     ``defaults`` (anything with ``temperature``, ``trim`` and ``spread``, such as a
     checkpoint's ``eval`` section).
 
+    Arguments:
+        args: The parsed arguments.
+        defaults: The settings where a flag is not given.
+
     Raises:
         ValueError: Naming the argument out of range (`check_sampling_arguments`).
     """
@@ -158,7 +174,12 @@ def sampling_settings(args: argparse.Namespace, defaults: Any) -> SamplingOption
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, presets: list[str]) -> None:
-    """``--preset`` (one of ``presets``), ``--config``, ``--set`` and ``--data``."""
+    """``--preset`` (one of ``presets``), ``--config``, ``--set`` and ``--data``.
+
+    Arguments:
+        parser: The program's parser.
+        presets: The preset names ``--preset`` accepts.
+    """
     parser.add_argument(
         "--preset", choices=sorted(presets), default=None, help="named settings (default: quick)"
     )
@@ -176,7 +197,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, presets: list[str]) ->
 
 def resolve_config(args: argparse.Namespace, config_class: type[C], base: C | None = None) -> C:
     """The configuration: ``base`` (or the preset of ``config_class``), the YAML file over it,
-    then ``--set``; ``--data`` sets ``data.source``."""
+    then ``--set``; ``--data`` sets ``data.source``.
+
+    Arguments:
+        args: The parsed arguments (`add_config_arguments`').
+        config_class: The method's `pcflow.training.RunConfig`.
+        base: The configuration to start from; ``None`` for the preset.
+    """
     config = config_class.preset(args.preset or "quick") if base is None else base
     try:
         if args.config is not None:
@@ -192,7 +219,12 @@ def resolve_config(args: argparse.Namespace, config_class: type[C], base: C | No
 
 def add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     """A training program's run folder flags: ``--out``, ``--resume``, ``--overwrite``,
-    ``--max-steps`` and ``--no-progress`` (as FlowGAN's ``train.py``)."""
+    ``--max-steps`` and ``--no-progress`` (as FlowGAN's ``train.py``).
+
+    Arguments:
+        parser: The program's parser.
+        default_out: The output folder when ``--out`` is not given.
+    """
     parser.add_argument("--out", type=Path, default=Path(default_out), help="output folder")
     parser.add_argument(
         "--resume", action="store_true",
@@ -214,6 +246,10 @@ def run_config(args: argparse.Namespace, config_class: type[C]) -> C:
     """The configuration of a training program: with ``--resume`` and a checkpoint in
     ``args.out``, the checkpoint's (``--preset`` and ``--config`` ignored, ``--set`` and
     ``--data`` applied over it); otherwise `resolve_config`'s.
+
+    Arguments:
+        args: The parsed arguments (`add_config_arguments`' and `add_run_arguments`').
+        config_class: The method's `pcflow.training.RunConfig`.
 
     Raises:
         CheckpointError: If the checkpoint holds no config or one ``config_class`` refuses.

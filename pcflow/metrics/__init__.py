@@ -17,6 +17,7 @@ from pcflow.metrics.generation import (
 from pcflow.metrics.jsd import jensen_shannon_divergence
 from pcflow.metrics.protocol import (
     NORMALIZATIONS,
+    PROTOCOL_COLUMNS,
     PointFlowStatistics,
     ProtocolTable,
     box_normalize,
@@ -37,6 +38,7 @@ from pcflow.metrics.tables import METRICS, EvaluationResult, comparison_table
 __all__ = [
     "METRICS",
     "NORMALIZATIONS",
+    "PROTOCOL_COLUMNS",
     "EvaluationResult",
     "FScore",
     "MeanCloudBaseline",

@@ -201,6 +201,11 @@ def oracle_clouds(train: Tensor, num_clouds: int, seed: int = 0) -> Tensor:
     replacement (seeded), scored against the test set as if generated. A model whose samples
     were as good as real shapes of the category would score as it does.
 
+    Arguments:
+        train: The category's training clouds ``(T, N, 3)``.
+        num_clouds: How many to draw: the test set's size.
+        seed: Seed of the draw.
+
     Example:
         >>> import torch
         >>> oracle_clouds(torch.rand(10, 8, 3), 4).shape
