@@ -37,7 +37,6 @@ from pcflow.recipes.dpfnets.training import (
     Trainer,
     build_model,
     load_model,
-    seeded,
 )
 
 __all__ = [
@@ -56,5 +55,4 @@ __all__ = [
     "generate",
     "load_model",
     "nearest_training",
-    "seeded",
 ]

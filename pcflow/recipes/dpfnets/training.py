@@ -18,10 +18,11 @@ from pcflow.flows import dpf_flow
 from pcflow.losses import chamfer_distance
 from pcflow.models import FlowPrior, LatentPointFlow, StandardNormalPrior
 from pcflow.recipes.dpfnets.config import DPFNetsConfig
+from pcflow.recipes.dpfnets.evaluation import generate
 from pcflow.training import ProcessGroup, StepContext, StepOutput, Updater
 from pcflow.utils import CheckpointError, load_checkpoint
 
-__all__ = ["DPFNetsMethod", "ELBOLoss", "Trainer", "build_model", "load_model", "seeded"]
+__all__ = ["DPFNetsMethod", "ELBOLoss", "Trainer", "build_model", "load_model"]
 
 
 def build_model(config: DPFNetsConfig) -> LatentPointFlow:
@@ -54,13 +55,6 @@ class ELBOLoss(nn.Module):
         logged = {"nll_points": terms.nll_points, "nll_latent": terms.nll_latent,
                   "entropy": terms.entropy}  # fmt: skip
         return loss, logged
-
-
-def seeded(seed: int, function: Any, *args: Any) -> Any:
-    """``function(*args)`` with torch's RNG seeded by ``seed``; the caller's state is kept."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return function(*args)
 
 
 class DPFNetsMethod(training.TrainingMethod):
@@ -162,7 +156,7 @@ class DPFNetsMethod(training.TrainingMethod):
         try:
             from pcflow.viz import plot_point_clouds
 
-            clouds = seeded(self.cfg.train.seed, self.model.sample, count, 1024)
+            clouds = generate(self.model, count, 1024, seed=self.cfg.train.seed)
             path = out_dir / "pictures" / f"epoch_{context.epoch:03d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             titles = [f"sample {i}" for i in range(count)]
