@@ -306,7 +306,7 @@ def generation_protocol(
         seed: The oracle's seed.
         options: Keywords of `protocol_scores` (``metrics``, ``emd_method``, ...).
     """
-    recorded = {k: v for k, v in options.items() if k != "progress"}
+    recorded = {k: v for k, v in options.items() if k not in ("progress", "cache_dir")}
     table = ProtocolTable(settings={"normalization": normalization, "seed": seed, **recorded})
     rows = dict(generators)
     if oracle:

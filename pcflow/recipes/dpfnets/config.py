@@ -78,7 +78,7 @@ class TrainConfig:
     """
 
     seed: int = 0
-    epochs: int = 8
+    epochs: int = 20
     batch_size: int = 16
     checkpoint_every: int = 100
     validate_every: int = 1
@@ -183,7 +183,9 @@ class DPFNetsConfig(training.RunConfig):
     )
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    optim: training.OptimConfig = field(default_factory=lambda: training.OptimConfig(lr=1e-3))
+    optim: training.OptimConfig = field(
+        default_factory=lambda: training.OptimConfig(lr=1e-3, lr_milestones=[16])
+    )
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
