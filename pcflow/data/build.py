@@ -108,6 +108,8 @@ def build_dataset(
     split) is an empty dataset. A folder is read by its layout (`DATA_LAYOUTS`, tried in that
     order); a folder holding both DPF-Nets files reads ``ShapeNetAll13`` with images and
     ``ShapeNetCore55v2`` (generation's data) without: name the file as ``source`` to choose.
+    ``"synthetic"`` is generated with its renderings on first use, even when read points-only;
+    ``"synthetic-points"`` renders nothing.
 
     Arguments:
         data: What to read (see `DataConfig`).

@@ -33,8 +33,8 @@ class ConcatShapes(ConcatDataset):
         ...     return SyntheticShapes(tempfile.mkdtemp(), "train", 10, config=config,
         ...         images=False, num_workers=0, progress=False)
         >>> both = ConcatShapes([one("mug"), one("vase")])
-        >>> both.categories, len(both), both[1]["category_name"], both[1]["category"]
-        (['mug', 'vase'], 2, 'vase', 1)
+        >>> both.categories, len(both), both[2]["category_name"], both[2]["category"]
+        (['mug', 'vase'], 4, 'vase', 1)
     """
 
     def __init__(self, datasets: Sequence[Any]) -> None:

@@ -80,6 +80,17 @@ def test_a_folder_of_flowgan_pairs_is_all_its_categories(pairs) -> None:
     points_only = build_dataset(data, "train", sample_seed=0, images=False)
     assert len(points_only) == 3 and "image" not in points_only[2]
     assert torch.equal(points_only[2]["points"], train[4]["points"])  # first view's points
+    # Objects come part after part; each is its file's object.
+    airplanes = DPFNetsShapeNet(folder / f"ShapeNet_{AIRPLANE}_meshes.h5", "train", num_points=50)
+    assert np.array_equal(train.object_points(0), airplanes.object_points(0))
+    assert np.array_equal(train.object_points(2), chairs.object_points(1))
+    with pytest.raises(IndexError, match=r"object 3 out of range for 3 objects"):
+        train.object_points(3)
+    with pytest.raises(IndexError, match=r"index 6 out of range for 6 samples"):
+        train[6]
+    assert torch.equal(train[-1]["points"], train[5]["points"])
+    with pytest.raises(ValueError, match=r"at least one dataset, got none"):
+        ConcatShapes([])
     with pytest.raises(ValueError, match=r"names 'car', but .* holds the pairs of \['airplane'"):
         build_dataset(dataclasses.replace(data, categories=["car"]), "train")
 
@@ -195,6 +206,21 @@ def test_synthetic_points_is_points_only(tmp_path: Path) -> None:
     assert len(test) == test.num_objects == 2
     with pytest.raises(ValueError, match=r"'synthetic-points' has no images.*images=False"):
         build_dataset(data, "test")
+
+
+def test_the_recipe_builds_through_the_library(tmp_path: Path) -> None:
+    from pcflow.recipes import flowgan
+
+    assert flowgan.DataConfig is DataConfig and flowgan.config.DataConfig is DataConfig
+    config = flowgan.FlowGANConfig.preset("tiny")
+    config.data = dataclasses.replace(config.data, root=str(tmp_path), synthetic=TINY.to_dict(),
+                                      num_points=16, options={"num_workers": 0})  # fmt: skip
+    config.train.seed = 5
+    evaluation = flowgan.build_dataset(config, "test", evaluation=True, progress=False)
+    library = build_dataset(config.data, "test", sample_seed=5, progress=False)
+    assert evaluation.root == library.root == tmp_path and len(evaluation) == len(library) == 1
+    assert torch.equal(evaluation[0]["points"], library[0]["points"])
+    assert not torch.equal(evaluation[0]["points"], evaluation[0]["points_target"])
 
 
 def test_no_library_module_imports_a_recipe() -> None:
