@@ -21,18 +21,20 @@ from PIL.Image import DecompressionBombError
 
 from pcflow.flows import SamplingOptions
 from pcflow.training import RunConfig
-from pcflow.utils import CheckpointError
+from pcflow.utils import CheckpointError, load_checkpoint
 
 C = TypeVar("C", bound=RunConfig)
 
 __all__ = [
     "add_config_arguments",
+    "add_run_arguments",
     "add_sampling_arguments",
     "add_set_argument",
     "check_output_folder",
     "check_sampling_arguments",
     "command_line_program",
     "resolve_config",
+    "run_config",
     "sampling_settings",
     "user_errors",
 ]
@@ -97,8 +99,12 @@ def check_output_folder(path: Path) -> None:
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
-    """Add ``--set KEY=VALUE`` to ``parser`` (repeatable; values are YAML), collected in
-    ``args.overrides``; ``help`` says what it overrides."""
+    """``--set KEY=VALUE`` (repeatable; values are YAML), collected in ``args.overrides``.
+
+    Arguments:
+        parser: The program's parser.
+        help: What the flag overrides, for ``--help``.
+    """
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help=f"{help} (repeatable; values are YAML)",
@@ -106,8 +112,12 @@ def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--temperature T``, ``--trim Q`` and ``--spread S`` to ``parser``: how the flow
-    samples (see `sampling_settings`)."""
+    """``--temperature T``, ``--trim Q`` and ``--spread S``: how the flow samples (see
+    `sampling_settings`).
+
+    Arguments:
+        parser: The program's parser.
+    """
     parser.add_argument(
         "--temperature", type=float, default=None,
         help="scale of the flow's base noise when sampling (default: the checkpoint's "
@@ -129,6 +139,9 @@ def check_sampling_arguments(args: argparse.Namespace) -> None:
     """Check ``--temperature``, ``--trim`` and ``--spread`` of the parsed ``args`` where given
     (before any checkpoint is loaded).
 
+    Arguments:
+        args: The parsed arguments.
+
     Raises:
         ValueError: Naming the argument out of range.
     """
@@ -146,6 +159,10 @@ def sampling_settings(args: argparse.Namespace, defaults: Any) -> SamplingOption
     ``defaults`` (anything with ``temperature``, ``trim`` and ``spread``, such as a
     checkpoint's ``eval`` section).
 
+    Arguments:
+        args: The parsed arguments.
+        defaults: The settings where a flag is not given.
+
     Raises:
         ValueError: Naming the argument out of range (`check_sampling_arguments`).
     """
@@ -157,8 +174,12 @@ def sampling_settings(args: argparse.Namespace, defaults: Any) -> SamplingOption
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, presets: list[str]) -> None:
-    """Add ``--preset`` (one of ``presets``), ``--config``, ``--set`` and ``--data`` to
-    ``parser``."""
+    """``--preset`` (one of ``presets``), ``--config``, ``--set`` and ``--data``.
+
+    Arguments:
+        parser: The program's parser.
+        presets: The preset names ``--preset`` accepts.
+    """
     parser.add_argument(
         "--preset", choices=sorted(presets), default=None, help="named settings (default: quick)"
     )
@@ -175,8 +196,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, presets: list[str]) ->
 
 
 def resolve_config(args: argparse.Namespace, config_class: type[C], base: C | None = None) -> C:
-    """The configuration the parsed ``args`` describe: ``base`` (or the preset of
-    ``config_class``), the YAML file over it, then ``--set``; ``--data`` sets ``data.source``."""
+    """The configuration: ``base`` (or the preset of ``config_class``), the YAML file over it,
+    then ``--set``; ``--data`` sets ``data.source``.
+
+    Arguments:
+        args: The parsed arguments (`add_config_arguments`').
+        config_class: The method's `pcflow.training.RunConfig`.
+        base: The configuration to start from; ``None`` for the preset.
+    """
     config = config_class.preset(args.preset or "quick") if base is None else base
     try:
         if args.config is not None:
@@ -188,3 +215,52 @@ def resolve_config(args: argparse.Namespace, config_class: type[C], base: C | No
     if args.data is not None:
         config.data.source = args.data if args.data == "synthetic" else os.fspath(args.data)
     return config
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """A training program's run folder flags: ``--out``, ``--resume``, ``--overwrite``,
+    ``--max-steps`` and ``--no-progress`` (as FlowGAN's ``train.py``).
+
+    Arguments:
+        parser: The program's parser.
+        default_out: The output folder when ``--out`` is not given.
+    """
+    parser.add_argument("--out", type=Path, default=Path(default_out), help="output folder")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue from OUT/checkpoints/last.pt (its config, with --set applied over it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="start again in an OUT that holds a run, deleting its checkpoints, logs, pictures "
+        "and eval/ (without it, or --resume, such an OUT is refused)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-steps", type=int, default=None,
+        help="stop after this many steps in total, writing last.pt (as if interrupted)",
+    )  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_config(args: argparse.Namespace, config_class: type[C]) -> C:
+    """The configuration of a training program: with ``--resume`` and a checkpoint in
+    ``args.out``, the checkpoint's (``--preset`` and ``--config`` ignored, ``--set`` and
+    ``--data`` applied over it); otherwise `resolve_config`'s.
+
+    Arguments:
+        args: The parsed arguments (`add_config_arguments`' and `add_run_arguments`').
+        config_class: The method's `pcflow.training.RunConfig`.
+
+    Raises:
+        CheckpointError: If the checkpoint holds no config or one ``config_class`` refuses.
+    """
+    last = Path(args.out) / "checkpoints" / "last.pt"
+    if not (args.resume and last.exists()):
+        return resolve_config(args, config_class)
+    saved = load_checkpoint(last, required_keys=("config",))
+    try:
+        base = config_class.from_dict(saved["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{last} holds an incompatible config: {error}") from error
+    args.config = None
+    return resolve_config(args, config_class, base)

@@ -15,6 +15,18 @@ from pcflow.metrics.generation import (
     pairwise_emd,
 )
 from pcflow.metrics.jsd import jensen_shannon_divergence
+from pcflow.metrics.protocol import (
+    NORMALIZATIONS,
+    PROTOCOL_COLUMNS,
+    PointFlowStatistics,
+    ProtocolTable,
+    box_normalize,
+    category_clouds,
+    generation_protocol,
+    normalize_clouds,
+    oracle_clouds,
+    protocol_scores,
+)
 from pcflow.metrics.reconstruction import (
     MeanCloudBaseline,
     Predictor,
@@ -25,10 +37,16 @@ from pcflow.metrics.tables import METRICS, EvaluationResult, comparison_table
 
 __all__ = [
     "METRICS",
+    "NORMALIZATIONS",
+    "PROTOCOL_COLUMNS",
     "EvaluationResult",
     "FScore",
     "MeanCloudBaseline",
+    "PointFlowStatistics",
     "Predictor",
+    "ProtocolTable",
+    "box_normalize",
+    "category_clouds",
     "chamfer_per_shape",
     "check_prediction",
     "comparison_table",
@@ -37,9 +55,13 @@ __all__ = [
     "evaluate_reconstruction",
     "f_score",
     "generation_metrics",
+    "generation_protocol",
     "jensen_shannon_divergence",
     "minimum_matching_distance",
     "nearest_neighbour_accuracy",
+    "normalize_clouds",
+    "oracle_clouds",
     "pairwise_chamfer",
     "pairwise_emd",
+    "protocol_scores",
 ]
