@@ -13,7 +13,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pcflow._checks import check_points
-from pcflow.data.protocol import CategorizedShapes
 from pcflow.metrics.generation import generation_metrics
 from pcflow.metrics.tables import markdown_table
 
@@ -234,6 +233,8 @@ def category_clouds(
         max_per_category: At most this many objects per category, the first ones (``None``:
             all).
     """
+    from pcflow.data import CategorizedShapes  # pcflow.data loads trimesh and scipy
+
     if not isinstance(dataset, CategorizedShapes):
         raise TypeError(f"dataset must be a pcflow.data.CategorizedShapes, got {type(dataset)}")
     rng = np.random.default_rng(seed)
