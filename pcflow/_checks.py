@@ -149,3 +149,10 @@ def check_lengths(name: str, lengths: Tensor | None, batch_size: int, max_length
             f"{name} must lie in [1, {max_length}] (empty sets have no nearest neighbour), "
             f"got values in [{int(lengths.min())}, {int(lengths.max())}]"
         )
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """``value`` if it is a positive ``int`` (not a bool); a `ValueError` naming ``name`` if not."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value

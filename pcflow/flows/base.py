@@ -10,7 +10,13 @@ from nflows.flows import Flow
 from nflows.transforms import CompositeTransform, Transform
 from torch import Tensor, nn
 
-from pcflow._checks import check_context, check_finite, check_points, check_same_batch
+from pcflow._checks import (
+    check_context,
+    check_finite,
+    check_points,
+    check_positive_int,
+    check_same_batch,
+)
 from pcflow.flows.fused import fused_groups, kernel_takes, run_fused
 from pcflow.flows.sampling import check_spread as _check_spread
 from pcflow.flows.sampling import check_temperature as _check_temperature
@@ -337,8 +343,7 @@ class ConditionalPointFlow(Flow):
         return batch, num_points
 
     def _check_sample_args(self, num_points: int, context: Tensor | None) -> int:
-        if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
-            raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
+        check_positive_int("num_points", num_points)
         if context is None:
             if self.context_features is not None:
                 raise ValueError(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pcflow._checks import check_points
+from pcflow._checks import check_points, check_positive_int
 from pcflow.encoders.latent import DiagonalGaussian, GaussianHead
 from pcflow.flows.base import ConditionalPointFlow
 from pcflow.flows.sampling import SamplingOptions
@@ -196,7 +196,6 @@ class LatentPointFlow(nn.Module):
     def decode(self, z: Tensor, num_points: int, sampling: SamplingOptions | None = None) -> Tensor:
         """Clouds ``(B, num_points, 3)`` the flow samples given latents ``(B, L)``
         (evaluation mode, no grad)."""
-        _check_num_points(num_points)
         sampling = sampling or SamplingOptions()
         with evaluating(self):
             clouds = self.flow.sample(num_points, context=z, **sampling.keywords())
@@ -217,8 +216,7 @@ class LatentPointFlow(nn.Module):
     ) -> Tensor:
         """New shapes: latents from the prior, decoded. ``(num_shapes, num_points, 3)``, or one
         shape per condition row for a conditional prior."""
-        if isinstance(num_shapes, bool) or not isinstance(num_shapes, int) or num_shapes < 1:
-            raise ValueError(f"num_shapes must be a positive integer, got {num_shapes!r}")
+        check_positive_int("num_shapes", num_shapes)
         with evaluating(self):
             z = self.prior.sample(num_shapes, condition)
         return self.decode(z, num_points, sampling)
@@ -242,8 +240,3 @@ def evaluating(module: nn.Module) -> Iterator[None]:
             yield
     finally:
         module.train(was_training)
-
-
-def _check_num_points(num_points: int) -> None:
-    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
-        raise ValueError(f"num_points must be a positive integer, got {num_points!r}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pcflow._checks import check_positive_int
+
 __all__ = ["PointSetRegressor"]
 
 
@@ -52,8 +54,7 @@ class PointSetRegressor(nn.Module):
     def resample(clouds: Tensor, num_points: int) -> Tensor:
         """Clouds ``(B, K, 3)`` as ``num_points`` points each: the same random order of the
         ``K`` points for every cloud (seed 0), repeated whole as often as needed."""
-        if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
-            raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
+        check_positive_int("num_points", num_points)
         fixed = clouds.shape[1]
         if num_points == fixed:
             return clouds

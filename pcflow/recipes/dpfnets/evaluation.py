@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from pcflow._checks import check_positive_int
 from pcflow.flows import SamplingOptions
 from pcflow.metrics import EvaluationResult, evaluate_reconstruction, pairwise_chamfer
 from pcflow.models import LatentPointFlow
@@ -35,8 +36,7 @@ def generate(
         >>> generate(build_model(DPFNetsConfig.preset("tiny")), 3, 50).shape
         torch.Size([3, 50, 3])
     """
-    if isinstance(num_shapes, bool) or not isinstance(num_shapes, int) or num_shapes < 1:
-        raise ValueError(f"num_shapes must be a positive integer, got {num_shapes!r}")
+    check_positive_int("num_shapes", num_shapes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         parts = [
