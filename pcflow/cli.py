@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import functools
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -242,7 +243,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> None
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def run_config(args: argparse.Namespace, config_class: type[C]) -> C:
+def run_config(args: argparse.Namespace, config_class: type[C], *, notice: bool = True) -> C:
     """The configuration of a training program: with ``--resume`` and a checkpoint in
     ``args.out``, the checkpoint's (``--preset`` and ``--config`` ignored, ``--set`` and
     ``--data`` applied over it); otherwise `resolve_config`'s.
@@ -250,6 +251,8 @@ def run_config(args: argparse.Namespace, config_class: type[C]) -> C:
     Arguments:
         args: The parsed arguments (`add_config_arguments`' and `add_run_arguments`').
         config_class: The method's `pcflow.training.RunConfig`.
+        notice: Say on stderr when ``--preset`` or ``--config`` is ignored (one process of
+            several: only the first).
 
     Raises:
         CheckpointError: If the checkpoint holds no config or one ``config_class`` refuses.
@@ -258,6 +261,12 @@ def run_config(args: argparse.Namespace, config_class: type[C]) -> C:
     if not (args.resume and last.exists()):
         return resolve_config(args, config_class)
     saved = load_checkpoint(last, required_keys=("config",))
+    if notice and (args.preset or args.config):
+        print(
+            "--resume: the settings come from the checkpoint (--preset/--config ignored, "
+            "--set applied)",
+            file=sys.stderr,
+        )
     try:
         base = config_class.from_dict(saved["config"])
     except (KeyError, TypeError, ValueError) as error:

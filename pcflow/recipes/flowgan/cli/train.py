@@ -23,20 +23,20 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from pcflow.cli import (
     add_config_arguments,
+    add_run_arguments,
     check_output_folder,
     command_line_program,
-    resolve_config,
+    run_config,
 )
 from pcflow.recipes.flowgan import FlowGANConfig, Trainer, build_dataset
 from pcflow.training import check_run_folder
-from pcflow.utils import CheckpointError, load_checkpoint
+from pcflow.utils import CheckpointError
 
 
 @command_line_program
@@ -45,25 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="pcflow-flowgan train", description=__doc__.split("\n")[0]
     )
     add_config_arguments(parser, list(FlowGANConfig.PRESETS))
-    parser.add_argument("--out", type=Path, default=Path("runs/flowgan"), help="output folder")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from OUT/checkpoints/last.pt (its config, with --set applied over it)",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start again in an OUT that holds a run, deleting its checkpoints, logs, pictures "
-        "and eval/ (without it, or --resume, such an OUT is refused)",
-    )
-    parser.add_argument(
-        "--max-steps",
-        type=int,
-        default=None,
-        help="stop after this many steps in total, writing last.pt (as if interrupted)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_arguments(parser, "runs/flowgan")
     parser.add_argument(
         "--save-rank-weights",
         action="store_true",
@@ -78,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group(backend=backend)
     rank = dist.get_rank() if distributed else 0
     try:
-        config = _config(args, rank)
+        config = run_config(args, FlowGANConfig, notice=rank == 0)
         check_run_folder(args.out, resume=args.resume, overwrite=args.overwrite)
         if rank == 0:
             check_output_folder(args.out)
@@ -123,25 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         if distributed:
             dist.destroy_process_group()
     return 0
-
-
-def _config(args: argparse.Namespace, rank: int) -> FlowGANConfig:
-    last = args.out / "checkpoints" / "last.pt"
-    if args.resume and last.exists():
-        saved = load_checkpoint(last, required_keys=("config",))
-        if (args.preset or args.config) and rank == 0:
-            print(
-                "[train] --resume: the settings come from the checkpoint "
-                "(--preset/--config ignored, --set applied)",
-                file=sys.stderr,
-            )
-        try:
-            base = FlowGANConfig.from_dict(saved["config"])
-        except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{last} holds an incompatible config: {error}") from error
-        args.config = None
-        return resolve_config(args, FlowGANConfig, base)
-    return resolve_config(args, FlowGANConfig)
 
 
 if __name__ == "__main__":
