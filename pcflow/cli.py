@@ -21,6 +21,7 @@ import yaml
 from PIL.Image import DecompressionBombError
 
 from pcflow.flows import SamplingOptions
+from pcflow.flows.sampling import DRAWS
 from pcflow.training import RunConfig
 from pcflow.utils import CheckpointError, load_checkpoint
 
@@ -113,8 +114,8 @@ def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--temperature T``, ``--trim Q`` and ``--spread S``: how the flow samples (see
-    `sampling_settings`).
+    """``--temperature T``, ``--trim Q``, ``--spread S`` and ``--draws``: how the flow samples
+    (see `sampling_settings`).
 
     Arguments:
         parser: The program's parser.
@@ -133,6 +134,12 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         "--spread", type=int, default=None,
         help="draws kept per point (after --trim), thinned by farthest point sampling so that "
         "the points cover the shape evenly; 1 or more (default: the checkpoint's eval.spread)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--draws", choices=list(DRAWS), default=None,
+        help="the flow's base draws: 'random' (independent) or 'sobol' (a scrambled Sobol "
+        "sequence per shape, which covers the shape evenly) (default: the checkpoint's "
+        "eval.draws)",
     )  # fmt: skip
 
 
@@ -171,7 +178,8 @@ def sampling_settings(args: argparse.Namespace, defaults: Any) -> SamplingOption
     temperature = defaults.temperature if args.temperature is None else args.temperature
     trim = defaults.trim if args.trim is None else args.trim
     spread = defaults.spread if args.spread is None else args.spread
-    return SamplingOptions(temperature, trim, spread)
+    draws = getattr(defaults, "draws", "random") if args.draws is None else args.draws
+    return SamplingOptions(temperature, trim, spread, draws=draws)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, presets: list[str]) -> None:

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluation, progress = config.eval, not args.no_progress
     sampling = sampling_settings(args, evaluation)
     evaluation.temperature, evaluation.trim = sampling.temperature, sampling.trim
-    evaluation.spread = sampling.spread
+    evaluation.spread, evaluation.draws = sampling.spread, sampling.draws
     stem = f"{args.split}-{evaluation.normalization}"
     outputs = [f"generation-{stem}.json", f"generation-{stem}.md", f"nearest-{args.split}.png"]
     if not args.no_autoencoding:

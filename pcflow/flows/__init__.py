@@ -8,6 +8,7 @@ from pcflow.flows.base import (
     StandardPointNormal,
     num_draws,
     select_draws,
+    sobol_normal,
 )
 from pcflow.flows.dpf import DPF_MASKS, dpf_flow
 from pcflow.flows.reversible import memory_efficient_forward, memory_efficient_inverse
@@ -24,4 +25,5 @@ __all__ = [
     "memory_efficient_inverse",
     "num_draws",
     "select_draws",
+    "sobol_normal",
 ]

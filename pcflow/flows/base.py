@@ -18,6 +18,7 @@ from pcflow._checks import (
     check_same_batch,
 )
 from pcflow.flows.fused import fused_groups, kernel_takes, run_fused
+from pcflow.flows.sampling import check_draws as _check_draws
 from pcflow.flows.sampling import check_spread as _check_spread
 from pcflow.flows.sampling import check_temperature as _check_temperature
 from pcflow.flows.sampling import check_trim as _check_trim
@@ -31,6 +32,7 @@ __all__ = [
     "StandardPointNormal",
     "num_draws",
     "select_draws",
+    "sobol_normal",
 ]
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
@@ -39,6 +41,52 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 
 def _gather_points(points: Tensor, idx: Tensor) -> Tensor:
     return points.gather(1, idx[..., None].expand(-1, -1, points.shape[-1]))
+
+
+def sobol_normal(
+    batch: int,
+    num_points: int,
+    features: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Standard normal draws ``(batch, num_points, features)`` made of a scrambled Sobol
+    sequence per shape mapped through the normal's inverse CDF.
+
+    Each row of a shape is distributed as ``N(0, I)`` (the scrambling makes every point uniform
+    on the unit cube before the map), but the rows of one shape are not independent: they fill
+    the cube evenly, without the bunches and gaps of independent draws. Each shape's scramble is
+    seeded from torch's global RNG, so ``torch.manual_seed`` repeats the draws.
+
+    Arguments:
+        batch: Shapes ``B``.
+        num_points: Draws per shape (Sobol sequences are most even at powers of two).
+        features: Coordinates ``D`` per draw (at most 21,201).
+        dtype: Of the result (the sequence and the map are computed in float64).
+        device: Of the result.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> draws = sobol_normal(2, 1024, 3)
+        >>> draws.shape, bool(draws.mean().abs() < 0.05)
+        (torch.Size([2, 1024, 3]), True)
+    """
+    check_positive_int("batch", batch)
+    check_positive_int("num_points", num_points)
+    check_positive_int("features", features)
+    seeds = torch.randint(0, 2**31 - 1, (batch,)).tolist()
+    # Sobol points are multiples of 2^-30: the half-cell shift keeps them off 0 and 1, where the
+    # inverse CDF is infinite, and leaves each point uniform on the cube.
+    uniform = torch.stack([
+        torch.quasirandom.SobolEngine(features, scramble=True, seed=seed).draw(
+            num_points, dtype=torch.float64
+        )
+        for seed in seeds
+    ]).add_(2.0**-31).clamp_(2.0**-31, 1 - 2.0**-31)  # fmt: skip
+    normal = torch.special.ndtri(uniform)
+    return normal.to(dtype=dtype, device=device)
 
 
 def num_draws(num_points: int, trim: float = 0.0, spread: int = 1) -> int:
@@ -139,6 +187,11 @@ class StandardPointNormal(Distribution):
         check_points("inputs", inputs, self.features, allow_empty=True)
         return self.log_prob_points(inputs).sum(1)
 
+    def from_standard(self, noise: Tensor, context: Tensor | None = None) -> Tensor:
+        """Base draws from standard normal draws ``(B, N, D)``: the same (this base is
+        ``N(0, I)``); what `ConditionalPointFlow.sample` uses for ``draws="sobol"``."""
+        return noise
+
     def _sample(self, num_samples: int, context: Tensor | None) -> Tensor:
         batch = 1 if context is None else context.shape[0]
         reference = self._reference if context is None else context
@@ -213,6 +266,13 @@ class FreeVariancePointNormal(Distribution):
     def _log_prob(self, inputs: Tensor, context: Tensor | None) -> Tensor:
         check_points("inputs", inputs, self.features, allow_empty=True)
         return self.log_prob_points(inputs, context).sum(1)
+
+    def from_standard(self, noise: Tensor, context: Tensor | None = None) -> Tensor:
+        """Base draws from standard normal draws ``(B, N, D)``: each shape's scaled by its
+        ``sigma(z)``; what `ConditionalPointFlow.sample` uses for ``draws="sobol"``."""
+        if context is None:
+            raise ValueError(f"context is required: a tensor shaped (B, {self.context_features})")
+        return noise * self.scale(context)[:, None, :]
 
     def _sample(self, num_samples: int, context: Tensor | None) -> Tensor:
         if context is None:
@@ -529,10 +589,22 @@ class ConditionalPointFlow(Flow):
         trim: float = 0.0,
         spread: int = 1,
         keep_per_point: bool = False,
+        draws: str = "random",
     ) -> tuple[Tensor, Tensor | None]:
         batch = self._check_sample_args(num_points, context)
         temperature, trim = _check_temperature(temperature), _check_trim(trim)
         drawn = num_draws(num_points, trim, spread)
+        standard = None
+        if _check_draws(draws) == "sobol":
+            if not hasattr(self._distribution, "from_standard"):
+                raise ValueError(
+                    f"draws='sobol' needs a base distribution with from_standard (pcflow's "
+                    f"point normals), got {type(self._distribution).__name__}"
+                )
+            features = self._distribution.features
+            reference = context if context is not None else self._distribution._reference
+            standard = sobol_normal(batch, drawn, features, dtype=reference.dtype,
+                                    device=reference.device)  # fmt: skip
         # Trimming draws more points and keeps the densest: each point's density is needed;
         # spreading thins the kept points, so the log-likelihood of those left needs them too.
         per_point = trim > 0 or (spread > 1 and with_log_prob) or keep_per_point
@@ -541,7 +613,12 @@ class ConditionalPointFlow(Flow):
         samples, log_probs = [], []
         for start in range(0, drawn, chunk):
             count = min(chunk, drawn - start)
-            noise = self._distribution.sample(count, context)
+            if standard is None:
+                noise = self._distribution.sample(count, context)
+            else:
+                noise = self._distribution.from_standard(
+                    standard[:, start : start + count], context
+                )
             if temperature != 1.0:
                 noise = noise * temperature
             points, logabsdet = self._run(noise, context, inverse=True, per_point=per_point)
@@ -569,6 +646,7 @@ class ConditionalPointFlow(Flow):
         temperature: float = 1.0,
         trim: float = 0.0,
         spread: int = 1,
+        draws: str = "random",
         batch_size: int | None = None,
         num_points: int | None = None,
     ) -> Tensor:
@@ -601,6 +679,11 @@ class ConditionalPointFlow(Flow):
                 takes ``num_samples`` sequential steps over ``s * num_samples`` points (about
                 0.5 s for 16 shapes of 2,500 points on two CPU cores): meant for thousands of
                 points per shape, not millions.
+            draws: ``"random"`` (independent base draws) or ``"sobol"``: per shape, a scrambled
+                Sobol sequence through the normal's inverse CDF (`sobol_normal`), mapped to the
+                base by its ``from_standard``. Each point is still distributed as the model's,
+                but a shape's points cover it evenly. ``"random"`` samples the model itself,
+                draw for draw as without the option.
             batch_size: nflows' name of ``chunk_size`` (keyword-only).
             num_points: Deprecated name of ``num_samples``.
 
@@ -611,7 +694,7 @@ class ConditionalPointFlow(Flow):
         chunk_size = _nflows_batch_size(chunk_size, batch_size)
         return self._sample_chunks(
             num_samples, context, chunk_size, False, temperature=temperature, trim=trim,
-            spread=spread,
+            spread=spread, draws=draws,
         )[0]  # fmt: skip
 
     def sample_and_log_prob(
@@ -623,6 +706,7 @@ class ConditionalPointFlow(Flow):
         temperature: float = 1.0,
         trim: float = 0.0,
         spread: int = 1,
+        draws: str = "random",
         per_point: bool = False,
         batch_size: int | None = None,
         num_points: int | None = None,
@@ -641,6 +725,7 @@ class ConditionalPointFlow(Flow):
             temperature: As in `sample`; the log-likelihood is the (untempered) model's.
             trim: As in `sample`; the log-likelihood is the model's, of the points kept.
             spread: As in `sample`; the log-likelihood is the model's, of the points kept.
+            draws: As in `sample`.
             per_point: Each point's log-likelihood, `(B, num_samples)` (nflows' shape), instead
                 of the sum per set.
             batch_size: nflows' name of ``chunk_size`` (keyword-only).
@@ -656,7 +741,7 @@ class ConditionalPointFlow(Flow):
         chunk_size = _nflows_batch_size(chunk_size, batch_size)
         return self._sample_chunks(
             num_samples, context, chunk_size, True, temperature=temperature, trim=trim,
-            spread=spread, keep_per_point=per_point,
+            spread=spread, keep_per_point=per_point, draws=draws,
         )  # fmt: skip
 
     def _log_prob(self, inputs: Tensor, context: Tensor | None) -> Tensor:

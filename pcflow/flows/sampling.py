@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["SamplingOptions"]
+__all__ = ["DRAWS", "SamplingOptions"]
+
+Draws = Literal["random", "sobol"]
+DRAWS: tuple[str, ...] = Draws.__args__
+"""How base draws are made: ``"random"`` (independent) or ``"sobol"`` (scrambled Sobol
+points through the normal's inverse CDF, `pcflow.flows.sobol_normal`)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,10 @@ class SamplingOptions:
             point sampling, so that the points cover the shape evenly.
         chunk_size: Points per shape generated at a time; ``None`` lets the flow choose
             within its memory budget.
+        draws: ``"random"`` (independent base draws) or ``"sobol"``: a scrambled Sobol
+            sequence per shape mapped through the normal's inverse CDF, so that the base draws,
+            and with them the points, cover the shape evenly instead of bunching; each draw is
+            still distributed as the base (`pcflow.flows.sobol_normal`).
 
     Example:
         >>> import torch
@@ -44,6 +53,7 @@ class SamplingOptions:
     trim: float = 0.0
     spread: int = 1
     chunk_size: int | None = None
+    draws: Draws = "random"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperature", check_temperature(self.temperature))
@@ -52,27 +62,34 @@ class SamplingOptions:
         size = self.chunk_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ValueError(f"chunk_size must be a positive int or None, got {size!r}")
+        check_draws(self.draws)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SamplingOptions:
         """Options from a mapping of some of the fields (unknown names are an error)."""
-        unknown = sorted(set(values) - {"temperature", "trim", "spread", "chunk_size"})
+        unknown = sorted(set(values) - {"temperature", "trim", "spread", "chunk_size", "draws"})
         if unknown:
             raise ValueError(f"unknown sampling options {unknown}")
         return cls(**values)
 
     @property
     def is_model(self) -> bool:
-        """Whether these options sample the model itself (``T = 1``, no trim, no spread)."""
-        return self.temperature == 1.0 and self.trim == 0.0 and self.spread == 1
+        """Whether these options sample the model itself (``T = 1``, no trim, no spread,
+        independent draws)."""
+        return (
+            self.temperature == 1.0 and self.trim == 0.0 and self.spread == 1
+            and self.draws == "random"
+        )  # fmt: skip
 
     def keywords(self) -> dict[str, Any]:
         """The keyword arguments of `ConditionalPointFlow.sample`."""
         return asdict(self)
 
     def describe(self) -> str:
-        """A short label, e.g. ``"T=1, trim 0.1, spread 2"``."""
-        return f"T={self.temperature:g}, trim {self.trim:g}, spread {self.spread}"
+        """A short label, e.g. ``"T=1, trim 0.1, spread 2"`` (``", sobol"`` added for Sobol
+        draws)."""
+        label = f"T={self.temperature:g}, trim {self.trim:g}, spread {self.spread}"
+        return label + (", sobol" if self.draws == "sobol" else "")
 
 
 def check_temperature(temperature: float) -> float:
@@ -104,3 +121,10 @@ def check_spread(spread: int) -> int:
     if isinstance(spread, bool) or not isinstance(spread, int) or spread < 1:
         raise ValueError(f"spread must be a positive int, got {spread!r}")
     return spread
+
+
+def check_draws(draws: str) -> str:
+    """``draws``; a `ValueError` unless it is one of `DRAWS`."""
+    if draws not in DRAWS:
+        raise ValueError(f"draws must be one of {DRAWS}, got {draws!r}")
+    return draws

@@ -89,6 +89,15 @@ class LatentPointFlow(nn.Module):
         flow: The decoder, context size ``L`` (e.g. `pcflow.flows.dpf_flow`).
         prior: ``p(z)`` or ``p(z | c)``; ``None`` for `StandardNormalPrior`.
         cloud_scale: Clouds are divided by this inside the model.
+        noise_scale: Largest noise of SoftFlow's noise-conditioned training (Kim et al.,
+            NeurIPS 2020), in the clouds' own units; 0 (the default) trains on the clouds as
+            they are. When positive, `elbo` perturbs each target cloud by Gaussian noise of a
+            standard deviation ``s`` drawn uniformly in ``[0, noise_scale]`` per shape, and the
+            flow is conditioned on ``(z, s / noise_scale)``: its context has ``L + 1``
+            features. Decoding, sampling and `log_prob_points` use ``s = 0``, the clean
+            surface, which the flow no longer has to fit as a degenerate, infinitely thin
+            density. (SoftFlow draws a scale per point; here one per shape, since the context
+            is per shape.)
 
     Example:
         >>> import torch
@@ -113,8 +122,13 @@ class LatentPointFlow(nn.Module):
         prior: LatentPrior | None = None,
         *,
         cloud_scale: float = 1.0,
+        noise_scale: float = 0.0,
     ) -> None:
         super().__init__()
+        if not (isinstance(noise_scale, int | float) and math.isfinite(noise_scale)) or (
+            noise_scale < 0
+        ):
+            raise ValueError(f"noise_scale must be a number >= 0, got {noise_scale!r}")
         if not (isinstance(cloud_scale, int | float) and math.isfinite(cloud_scale)) or (
             cloud_scale <= 0
         ):
@@ -131,6 +145,7 @@ class LatentPointFlow(nn.Module):
         self.prior = prior
         self.flow = flow
         self.cloud_scale = float(cloud_scale)
+        self.noise_scale = float(noise_scale)
 
     @property
     def latent_features(self) -> int:
@@ -144,6 +159,15 @@ class LatentPointFlow(nn.Module):
     def denormalize(self, points: Tensor) -> Tensor:
         """Clouds at the flow's scale to their own: multiplied by ``cloud_scale``."""
         return points * self.cloud_scale
+
+    def flow_context(self, z: Tensor, noise: Tensor | None = None) -> Tensor:
+        """The flow's context for latents ``(B, L)``: ``z`` itself, or with a positive
+        ``noise_scale`` ``(B, L + 1)``, ``z`` and each shape's noise level ``s / noise_scale``
+        (``noise (B,)``; ``None``: no noise, the clean surface)."""
+        if self.noise_scale == 0:
+            return z
+        level = z.new_zeros(z.shape[0]) if noise is None else noise / self.noise_scale
+        return torch.cat([z, level[:, None].to(z)], dim=1)
 
     # ------------------------------------------------------------------ training
     def posterior(self, points: Tensor) -> DiagonalGaussian:
@@ -183,7 +207,12 @@ class LatentPointFlow(nn.Module):
             prior = self.prior.distribution(condition)
         # The terms in this order: autograd sums the gradients reaching z in the reverse order of
         # their creation, so another order would change the last bits of a training run.
-        nll_points = -self.flow.log_prob(self.normalize(target), context=z)
+        context, target = z, self.normalize(target)
+        if self.noise_scale > 0:  # SoftFlow: a noise level per shape, given to the flow
+            noise = target.new_empty(target.shape[0]).uniform_() * self.noise_scale
+            target = target + torch.randn_like(target) * (noise / self.cloud_scale)[:, None, None]
+            context = self.flow_context(z, noise)
+        nll_points = -self.flow.log_prob(target, context=context)
         nll_latent = -(self.prior.log_prob(z, condition) if prior is None else prior.log_prob(z))
         return ELBOTerms(z, posterior, nll_points, nll_latent, posterior.entropy(), prior)
 
@@ -198,7 +227,8 @@ class LatentPointFlow(nn.Module):
         (evaluation mode, no grad)."""
         sampling = sampling or SamplingOptions()
         with evaluating(self):
-            clouds = self.flow.sample(num_points, context=z, **sampling.keywords())
+            clouds = self.flow.sample(num_points, context=self.flow_context(z),
+                                      **sampling.keywords())  # fmt: skip
         return self.denormalize(clouds)
 
     def autoencode(
@@ -226,7 +256,8 @@ class LatentPointFlow(nn.Module):
         at their own scale (the scale's Jacobian included), given latents ``(B, L)``."""
         check_points("points", points, 3)
         with evaluating(self):
-            values = self.flow.log_prob(self.normalize(points), context=z, per_point=True)
+            values = self.flow.log_prob(self.normalize(points), context=self.flow_context(z),
+                                        per_point=True)  # fmt: skip
         return values - points.shape[-1] * math.log(self.cloud_scale)
 
 

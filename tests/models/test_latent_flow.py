@@ -211,3 +211,77 @@ def test_bad_arguments_are_errors() -> None:
             model.sample(count, 8)
     with pytest.raises(ValueError, match="points"):
         model.elbo(torch.randn(2, 16, 2))
+
+
+def _noise_model(noise_scale: float, seed: int = 0) -> LatentPointFlow:
+    from pcflow.encoders import GaussianHead, PointNetEncoder
+    from pcflow.flows import dpf_flow
+
+    torch.manual_seed(seed)
+    extra = 1 if noise_scale > 0 else 0
+    return LatentPointFlow(
+        PointNetEncoder(3, 16, (8,)), GaussianHead(16, 4),
+        dpf_flow(context_features=4 + extra, num_layers=2, hidden_features=8),
+        cloud_scale=0.5, noise_scale=noise_scale,
+    )  # fmt: skip
+
+
+def test_zero_noise_scale_is_todays_model_bit_for_bit() -> None:
+    from pcflow.encoders import GaussianHead, PointNetEncoder
+    from pcflow.flows import dpf_flow
+
+    torch.manual_seed(0)
+    todays = LatentPointFlow(
+        PointNetEncoder(3, 16, (8,)), GaussianHead(16, 4),
+        dpf_flow(context_features=4, num_layers=2, hidden_features=8), cloud_scale=0.5,
+    )  # fmt: skip
+    zero = _noise_model(0.0)
+    clouds = torch.rand(3, 20, 3)
+    for model in (todays, zero):
+        torch.manual_seed(1)
+        loss = model.elbo(clouds).loss().sum()
+        loss.backward()
+        model.result = loss.detach(), [p.grad.clone() for p in model.parameters()]
+        torch.manual_seed(2)
+        model.drawn = model.sample(2, 30)
+    assert torch.equal(todays.result[0], zero.result[0])
+    assert all(torch.equal(a, b) for a, b in zip(todays.result[1], zero.result[1], strict=True))
+    assert torch.equal(todays.drawn, zero.drawn)
+
+
+def test_noise_conditioned_elbo_is_the_flows_likelihood_of_the_perturbed_cloud() -> None:
+    model = _noise_model(0.1).double()
+    clouds = torch.rand(3, 20, 3, dtype=torch.float64)
+    torch.manual_seed(5)
+    terms = model.elbo(clouds)
+    # Replay the draws: z, then one noise level per shape, then the noise itself.
+    torch.manual_seed(5)
+    z = model.posterior(clouds).rsample()
+    levels = torch.rand(3, dtype=torch.float64) * 0.1
+    noisy = clouds / 0.5 + torch.randn_like(clouds) * (levels / 0.5)[:, None, None]
+    context = torch.cat([z, (levels / 0.1)[:, None]], dim=1)
+    expected = -model.flow.log_prob(noisy, context=context)
+    torch.testing.assert_close(terms.nll_points, expected)
+    assert levels.min() >= 0 and levels.max() <= 0.1
+
+
+def test_noise_conditioned_model_decodes_at_noise_level_zero() -> None:
+    model = _noise_model(0.05)
+    z = torch.randn(2, 4)
+    torch.manual_seed(3)
+    decoded = model.decode(z, 25)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        clean = model.flow.sample(25, context=torch.cat([z, torch.zeros(2, 1)], 1)) * 0.5
+    assert torch.equal(decoded, clean)
+    points = torch.rand(2, 10, 3)
+    with torch.no_grad():
+        at_zero = model.flow.log_prob(points / 0.5, context=torch.cat([z, torch.zeros(2, 1)], 1),
+                                      per_point=True) - 3 * math.log(0.5)  # fmt: skip
+    torch.testing.assert_close(model.log_prob_points(points, z), at_zero)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+def test_noise_scale_is_checked(bad: float) -> None:
+    with pytest.raises(ValueError, match="noise_scale must be a number >= 0"):
+        _noise_model(bad)

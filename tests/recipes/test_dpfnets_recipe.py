@@ -123,6 +123,38 @@ def test_train_then_sample_end_to_end(data_root: Path, tmp_path: Path) -> None:
         sample([*arguments[:2], "--num-shapes", "0", "--out", str(tmp_path / "none")])
 
 
+def test_screen_sampling_scores_each_setting_and_the_oracle(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    common = ["--preset", "tiny", "--set", f"data.root={data_root}", "--no-progress"]
+    assert _program("train").main([*common, "--out", str(run), "--max-steps", "1"]) == 0
+    screen = _program("screen_sampling").main
+    checkpoint = ["--checkpoint", str(run / "checkpoints" / "last.pt"), "--points", "64"]
+    settings = ["--setting", "1,0,1,random", "--setting", "1,0.1,1,sobol"]
+    assert screen([*checkpoint, *settings]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["oracle", "generate", "generate"]
+    assert "sobol" in lines[2] and "1-NNA-CD" in lines[1]
+    assert screen([*checkpoint, *settings[:2], "--autoencode"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("autoencode T=1")
+    with pytest.raises(SystemExit):
+        screen([*checkpoint, "--setting", "1,0,1,halton"])
+
+
+def test_noise_conditioned_training_step(data_root: Path, tmp_path: Path) -> None:
+    config = _config(data_root, "model.noise_scale=0.05", "train.epochs=1")
+    model = build_model(config)
+    assert model.noise_scale == 0.05
+    assert model.flow_context(torch.zeros(2, config.model.latent_features)).shape[1] == (
+        config.model.latent_features + 1
+    )
+    Trainer(config, tmp_path / "run", *_sets(config), progress=False).fit(max_steps=1)
+    loaded, _ = load_model(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert loaded.noise_scale == 0.05
+    assert loaded.sample(2, 30).shape == (2, 30, 3)
+
+
 def test_train_refuses_a_folder_holding_a_run(data_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     common = ["--preset", "tiny", "--set", f"data.root={data_root}", "--no-progress"]

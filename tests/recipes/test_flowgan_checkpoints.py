@@ -40,3 +40,40 @@ def test_a_checkpoint_with_the_old_names_loads(tmp_path: Path, decoder: str) -> 
     for name, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
     assert upgrade_weights(old, decoder).keys() == model.state_dict().keys()
+
+
+def test_a_checkpoints_reconstruct_uses_its_stored_sampling(tmp_path: Path) -> None:
+    """The sampling chosen on validation travels in the checkpoint's configuration, and
+    ``reconstruct`` without options uses it; ``SamplingOptions()`` is the model itself."""
+    from pcflow.flows import SamplingOptions
+
+    stored = SamplingOptions(temperature=0.9, trim=0.2, spread=2, draws="sobol")
+    config = FlowGANConfig.preset("tiny").with_overrides(
+        ["eval.temperature=0.9", "eval.trim=0.2", "eval.spread=2", "eval.draws=sobol"]
+    )
+    torch.manual_seed(0)
+    model = build_model(config)
+    path = save_checkpoint(tmp_path / "run.pt", {"config": config.to_dict(),
+                                                 "model": model.state_dict()})  # fmt: skip
+    loaded = load_model(path)
+    assert loaded.config.eval.sampling == stored
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        z = loaded.image_latent(images)
+        torch.manual_seed(7)
+        expected = loaded.generator.flow.sample(40, context=z, **stored.keywords())
+        torch.manual_seed(7)
+        plain = loaded.generator.flow.sample(40, context=z)
+    torch.manual_seed(7)
+    assert torch.equal(loaded.reconstruct(images, 40), expected * config.model.cloud_scale)
+    torch.manual_seed(7)
+    own = loaded.reconstruct(images, 40, SamplingOptions())
+    assert torch.equal(own, plain * config.model.cloud_scale)
+    assert not torch.equal(own, expected * config.model.cloud_scale)
+
+
+def test_the_presets_store_the_validated_sampling() -> None:
+    for name in ("quick", "standard"):
+        sampling = FlowGANConfig.preset(name).eval.sampling
+        assert (sampling.temperature, sampling.trim, sampling.spread) == (1.0, 0.15, 2), name
+    assert FlowGANConfig.preset("paper").eval.sampling.is_model  # the paper's own samples

@@ -44,6 +44,9 @@ class ModelConfig:
             (``N(0, I)``, the ablation).
         prior_layers: Layers of the latent flow (paper: 14; public config: 7).
         prior_hidden_features: Width of each latent-flow layer (public config: 128).
+        noise_scale: SoftFlow's noise-conditioned training (`pcflow.models.LatentPointFlow`):
+            the largest noise added to the target clouds, in their units, its level given to
+            the flow; sampling uses level 0. 0 (the public config) is the plain flow.
     """
 
     latent_features: int = 64
@@ -56,6 +59,7 @@ class ModelConfig:
     prior: Prior = "flow"
     prior_layers: int = 7
     prior_hidden_features: int = 128
+    noise_scale: float = 0.0
 
 
 @dataclass
@@ -78,7 +82,7 @@ class TrainConfig:
     """
 
     seed: int = 0
-    epochs: int = 20
+    epochs: int = 60
     batch_size: int = 16
     checkpoint_every: int = 100
     validate_every: int = 1
@@ -93,6 +97,10 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation: autoencoding in FlowGAN's units, generation in PointFlow's protocol.
 
+    The sampling defaults (``T=1``, trim 0.1, Sobol draws) were chosen on the validation split
+    by the rule in ``examples/dpfnets/results/RULE.md``; they are stored in every checkpoint
+    and used by ``evaluate.py`` and ``sample.py`` unless told otherwise.
+
     Arguments:
         num_points: Points per autoencoded and per true cloud (FlowGAN: 2,500).
         emd_method: `pcflow.metrics.earth_movers_distance` method.
@@ -104,6 +112,7 @@ class EvalConfig:
         temperature: Scale of the flow's base noise when sampling points.
         trim: Fraction of the least dense draws dropped when sampling.
         spread: Draws kept per point, thinned by farthest point sampling.
+        draws: ``"random"`` or ``"sobol"`` base draws (see `pcflow.flows.SamplingOptions`).
     """
 
     num_points: int = 2500
@@ -114,19 +123,21 @@ class EvalConfig:
     generation_points: int = 2048
     normalization: Normalization = "pointflow"
     temperature: float = 1.0
-    trim: float = 0.0
+    trim: float = 0.1
     spread: int = 1
+    draws: Literal["random", "sobol"] = "sobol"
 
     @property
     def sampling(self) -> SamplingOptions:
         """The `pcflow.flows.SamplingOptions` these settings give."""
-        return SamplingOptions(self.temperature, self.trim, self.spread)
+        return SamplingOptions(self.temperature, self.trim, self.spread, draws=self.draws)
 
 
 # fmt: off
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU minutes: the built-in points-only data, one category (the paper trains one model per
-    # category; choose it with --set data.categories=[car]), small networks.
+    # category; choose it with --set data.categories=[car]), small networks, 1,500 steps (about
+    # 8.5 minutes on one core; results/RULE.md says why this budget).
     "quick": {},
     # The public generation configuration (configs/generation/<category>.yaml).
     "paper": {
@@ -134,10 +145,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"latent_features": 128, "num_layers": 63, "hidden_features": 64,
                   "base": "freevar", "point_features": 512, "point_hidden_features": [64, 128, 256],
                   "cloud_scale": 2.0, "prior_layers": 7, "prior_hidden_features": 128},
-        "optim": {"lr": 2.56e-4, "betas": [0.9, 0.99], "amsgrad": False, "grad_clip_norm": None},
+        "optim": {"lr": 2.56e-4, "betas": [0.9, 0.99], "amsgrad": False, "grad_clip_norm": None,
+                  "lr_milestones": []},
         "train": {"epochs": 800, "batch_size": 64, "checkpoint_every": 1000, "log_every": 50,
                   "threads": None, "val_batches": 20},
-        "eval": {"emd_method": "exact"},
+        "eval": {"emd_method": "exact", "trim": 0.0, "draws": "random"},  # the model's own
     },
     # Seconds: for tests.
     "tiny": {
@@ -184,7 +196,7 @@ class DPFNetsConfig(training.RunConfig):
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: training.OptimConfig = field(
-        default_factory=lambda: training.OptimConfig(lr=1e-3, lr_milestones=[16])
+        default_factory=lambda: training.OptimConfig(lr=1e-3, lr_milestones=[50])
     )
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -202,7 +214,7 @@ class DPFNetsConfig(training.RunConfig):
     )  # fmt: skip
     NON_NEGATIVE: ClassVar = (
         "loss.points_weight", "loss.prior_weight", "loss.entropy_weight", "train.num_pictures",
-        "data.num_workers",
+        "data.num_workers", "model.noise_scale",
     )  # fmt: skip
 
     def check(self) -> None:

@@ -35,9 +35,11 @@ def build_model(config: DPFNetsConfig) -> LatentPointFlow:
         prior = FlowPrior(model.latent_features, model.prior_layers, model.prior_hidden_features)
     else:
         prior = StandardNormalPrior(model.latent_features)
-    flow = dpf_flow(context_features=model.latent_features, num_layers=model.num_layers,
-                    hidden_features=model.hidden_features, base=model.base)  # fmt: skip
-    return LatentPointFlow(encoder, head, flow, prior, cloud_scale=model.cloud_scale)
+    flow = dpf_flow(context_features=model.latent_features + (model.noise_scale > 0),
+                    num_layers=model.num_layers, hidden_features=model.hidden_features,
+                    base=model.base)  # fmt: skip
+    return LatentPointFlow(encoder, head, flow, prior, cloud_scale=model.cloud_scale,
+                           noise_scale=model.noise_scale)  # fmt: skip
 
 
 class ELBOLoss(nn.Module):

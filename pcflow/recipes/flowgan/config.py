@@ -78,6 +78,7 @@ class FlowGANConfig(RunConfig):
         "loss.entropy_weight", "loss.adversarial_weight", "loss.gradient_penalty_weight",
         "loss.r1_weight", "loss.chamfer_weight", "optim.weight_decay", "optim.ema_from_epoch",
         "train.critic_warmup_epochs", "train.chamfer_warmup_epochs", "train.num_pictures",
+        "model.noise_scale",
     )  # fmt: skip
 
     def check(self) -> None:

@@ -98,8 +98,9 @@ class FlowGAN(nn.Module):
             images: RGB images ``(B, 3, H, W)`` in ``[0, 1]``; resized to
                 ``config.model.image_size`` when they differ.
             num_points: Points per cloud.
-            sampling: How the flow samples (`pcflow.flows.SamplingOptions`); ``None`` samples
-                the model itself.
+            sampling: How the flow samples (`pcflow.flows.SamplingOptions`); ``None`` uses the
+                checkpoint's ``config.eval.sampling`` (the setting chosen on validation and
+                stored with the model); ``SamplingOptions()`` samples the model itself.
             sample_latent: Draw ``z`` from the image Gaussian instead of using its mean (the
                 paper uses the mean).
 
@@ -109,7 +110,10 @@ class FlowGAN(nn.Module):
         with evaluating(self):
             distribution = self.image_distribution(images)
             z = distribution.rsample() if sample_latent else distribution.mean
-        return self.generator.decode(z, num_points, sampling)
+        return self.generator.decode(z, num_points, self._sampling(sampling))
+
+    def _sampling(self, sampling: SamplingOptions | None) -> SamplingOptions:
+        return self.config.eval.sampling if sampling is None else sampling
 
     def log_density(self, images: Tensor, clouds: Tensor) -> Tensor:
         """Each point's log-density ``(B, N)`` under the flow at the images' latent."""
@@ -127,12 +131,12 @@ class FlowGAN(nn.Module):
         The flow is handed the latent that the point encoder gives the true cloud instead of
         the image's. The distance of these clouds to the truth bounds what a better image
         encoder alone could reach; when it is about the image reconstruction's, the decoder is
-        what holds the model back.
+        what holds the model back. ``sampling`` as in `reconstruct`.
 
         Returns:
             Clouds ``(B, num_points, 3)``.
         """
-        return self.generator.autoencode(points, num_points, sampling)
+        return self.generator.autoencode(points, num_points, self._sampling(sampling))
 
 
 class PSGNBaseline(nn.Module):

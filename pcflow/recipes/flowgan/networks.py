@@ -31,7 +31,7 @@ def build_generator(model: ModelConfig) -> LatentPointFlow:
         image_encoder, GaussianHead(model.image_features, model.latent_features)
     )
     flow = dpf_flow(
-        context_features=model.latent_features,
+        context_features=model.latent_features + (model.noise_scale > 0),
         num_layers=model.num_layers,
         hidden_features=model.hidden_features,
         coupling=model.coupling,
@@ -39,8 +39,9 @@ def build_generator(model: ModelConfig) -> LatentPointFlow:
         base=model.base,
     )
     return LatentPointFlow(
-        point_encoder, posterior_head, flow, image_prior, cloud_scale=model.cloud_scale
-    )
+        point_encoder, posterior_head, flow, image_prior, cloud_scale=model.cloud_scale,
+        noise_scale=model.noise_scale,
+    )  # fmt: skip
 
 
 def build_critic(model: ModelConfig) -> CrossModalCritic | None:

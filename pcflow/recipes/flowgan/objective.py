@@ -131,7 +131,8 @@ class GeneratorLoss(nn.Module):
                 z_image = image_distribution.rsample()
             if not weights.adversarial_to_encoder:
                 z_image = z_image.detach()
-            result["fake"] = flow.sample(num_fake_points, context=z_image)
+            context = self.generator.flow_context(z_image)  # the clean surface (noise level 0)
+            result["fake"] = flow.sample(num_fake_points, context=context)
         return result
 
 

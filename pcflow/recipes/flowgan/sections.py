@@ -76,6 +76,10 @@ class ModelConfig:
             and evaluation (paper: 2.0, with a base distribution whose variance the latent
             sets; pcflow's flows have a standard normal base, and the quick preset's 0.5 gives
             the training clouds about unit spread, which its short training needs).
+        noise_scale: SoftFlow's noise-conditioned training (`pcflow.models.LatentPointFlow`):
+            the largest standard deviation, in the clouds' units, of the noise added to the
+            target clouds, with its level as an extra feature of the flow's context; sampling
+            uses level 0. 0 (the default) is the plain flow.
         adversarial: Train with the cross-modal critic; ``False`` is the flow-only ablation.
         critic_point_features: The critic's PointNet feature width (128).
         critic_image_features: The critic's image feature width (128).
@@ -99,6 +103,7 @@ class ModelConfig:
     image_channels: ImageChannels = 4
     image_size: int = 64
     cloud_scale: float = 0.5
+    noise_scale: float = 0.0
     adversarial: bool = True
     critic_point_features: int = 128
     critic_image_features: int = 128
@@ -220,6 +225,12 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation conventions (see ``pcflow.recipes.flowgan.evaluate``).
 
+    The sampling defaults (``T=1, trim 0.15, spread 2``) are the setting chosen on the
+    validation split for the quick and standard presets by the rule in
+    ``examples/flowgan/results/sampling/RULE.md``; they are stored in every checkpoint's
+    configuration and used by `FlowGAN.reconstruct`, validation, evaluation and the pictures
+    unless told otherwise (``--trim 0 --spread 1`` samples the model itself).
+
     Arguments:
         num_points: Points predicted per shape and compared with as many ground-truth points
             (paper: 2,500; the quick preset uses 1,024 to keep the exact EMD fast).
@@ -237,6 +248,7 @@ class EvalConfig:
         spread: Draws kept per predicted point, thinned by farthest point sampling (see
             `pcflow.flows.ConditionalPointFlow.sample`; 1: the model's own samples); chosen on
             the validation split.
+        draws: ``"random"`` or ``"sobol"`` base draws (see `pcflow.flows.SamplingOptions`).
     """
 
     num_points: int = 2500
@@ -245,13 +257,14 @@ class EvalConfig:
     batch_size: int = 16
     max_per_category: int | None = None
     temperature: float = 1.0
-    trim: float = 0.0
-    spread: int = 1
+    trim: float = 0.15
+    spread: int = 2
+    draws: Literal["random", "sobol"] = "random"
 
     @property
     def sampling(self) -> SamplingOptions:
         """The `pcflow.flows.SamplingOptions` these settings give."""
-        return SamplingOptions(self.temperature, self.trim, self.spread)
+        return SamplingOptions(self.temperature, self.trim, self.spread, draws=self.draws)
 
     def protocol(self) -> dict[str, Any]:
         """The keywords of `pcflow.metrics.evaluate_reconstruction` these settings give."""

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     eval_config.temperature, eval_config.trim = sampling.temperature, sampling.trim
-    eval_config.spread = sampling.spread
+    eval_config.spread, eval_config.draws = sampling.spread, sampling.draws
     data_config = config.with_overrides([f"data.num_points={eval_config.num_points}"])
     dataset = build_dataset(data_config, args.split, evaluation=True, progress=not args.no_progress)
     progress = not args.no_progress
