@@ -164,3 +164,40 @@ def test_train_refuses_a_folder_holding_a_run(data_root: Path, tmp_path: Path) -
         train([*common, "--out", str(run)])
     assert train([*common, "--out", str(run), "--resume", "--max-steps", "2"]) == 0
     assert load_checkpoint(run / "checkpoints" / "last.pt")["trainer"]["global_step"] == 2
+
+
+def test_summarize_gives_mean_and_std_over_seeds_and_checks_targets(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+
+    values = {0: (0.60, 0.90, 0.50), 1: (0.70, 0.80, 0.52), 2: (0.65, 0.85, 0.48)}
+    folders = []
+    for seed, (model, ablation, oracle) in values.items():
+        folder = tmp_path / f"car-s{seed}"
+        folder.mkdir()
+        scores = {row: {"car": {"1-NNA-CD": v, "COV-CD": 0.5, "MMD-CD": 0.01}}
+                  for row, v in (("DPF-Nets", model), ("ablation: N(0, I) prior", ablation),
+                                 ("oracle", oracle))}  # fmt: skip
+        settings = {"seed": seed, "points": 2048, "sampling": "T=1"}
+        (folder / "generation-test-pointflow.json").write_text(
+            json.dumps({"scores": scores, "settings": settings}))  # fmt: skip
+        (folder / "autoencoding-test.json").write_text(
+            json.dumps(
+                {"per_category": {"car": {"CD": 0.001 * (seed + 1), "EMD": 0.1, "F-score": 0.5}}}
+            )
+        )
+        folders.append(str(folder))
+    assert _program("summarize").main([*folders, "--json", str(tmp_path / "all.json")]) == 0
+    out = capsys.readouterr().out
+    # 1-NNA-CD: mean 65.00, sample std 5.00 (hand-computed); ablation 85.00 ± 5.00.
+    assert "| car | DPF-Nets | 65.00 ± 5.00 |" in out
+    assert "| car | ablation: N(0, I) prior | 85.00 ± 5.00 |" in out
+    assert "| car | 2.00 ± 1.00 | 10.00 ± 0.00 | 50.00 ± 0.00 |" in out  # CD x1e3: 1, 2, 3
+    assert "lower by 20.00, seed spread 5.00: met" in out
+    assert "1-NNA-CD 65.00 against the oracle's 50.00: +15.00 points (bound 15): met" in out
+    assert "COV-CD 50.00 against the oracle's 50.00: +0.00 points (bound 10): met" in out
+    saved = json.loads((tmp_path / "all.json").read_text())
+    assert saved["generation"]["DPF-Nets"]["car"]["1-NNA-CD"] == {"0": 0.6, "1": 0.7, "2": 0.65}
+    with pytest.raises(SystemExit):
+        _program("summarize").main([str(tmp_path)])  # no generation results there

@@ -226,8 +226,9 @@ class EvalConfig:
     """Evaluation conventions (see ``pcflow.recipes.flowgan.evaluate``).
 
     The sampling defaults (``T=1, trim 0.15, spread 2``) are the setting chosen on the
-    validation split for the quick and standard presets by the rule in
-    ``examples/flowgan/results/sampling/RULE.md``; they are stored in every checkpoint's
+    validation split for the quick preset by the rule in
+    ``examples/flowgan/results/sampling/RULE.md`` (the standard preset's is trim 0.1); they
+    are stored in every checkpoint's
     configuration and used by `FlowGAN.reconstruct`, validation, evaluation and the pictures
     unless told otherwise (``--trim 0 --spread 1`` samples the model itself).
 
