@@ -159,7 +159,11 @@ def plot_point_clouds(
         axis.set_axis_off()
         if titles is not None:
             axis.set_title(str(titles[i]), fontsize=9)
-    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.02, hspace=0.05)
+    # Room for the titles (up to two lines) in inches, whatever the panel size and row count.
+    space = 0.45 if titles is not None else 0.1
+    height = panel_size * rows * rows_per_item
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - space / height,
+                           wspace=0.02, hspace=space / panel_size)  # fmt: skip
     return _save(figure, path, dpi)
 
 

@@ -93,7 +93,8 @@ def draw_nearest_training(
     per_category: int = 4,
 ) -> Path:
     """A grid: per category (a row), ``per_category`` generated shapes, each beside its nearest
-    training shape by Chamfer distance (`nearest_training`), titled with that distance."""
+    training shape by Chamfer distance (`nearest_training`), titled with that distance; each
+    pair is drawn at one scale, seen from the same three-quarter view."""
     from pcflow.viz import plot_point_clouds
 
     clouds, titles = [], []
@@ -103,8 +104,10 @@ def draw_nearest_training(
         pairs = zip(shapes, indices.tolist(), distances.tolist())
         for number, (shape, index, distance) in enumerate(pairs):
             clouds += [shape, train[category][index]]
-            titles += [f"{category} {number}", f"train {index}: CD {distance * 1e3:.3g}e-3"]
+            titles += [f"{category}: generated {number}",
+                       f"nearest training shape {index}\nCD {distance * 1e3:.2f}e-3"]  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    plot_point_clouds(clouds, titles, path=path, columns=2 * per_category)
+    plot_point_clouds(clouds, titles, path=path, columns=2 * per_category, panel_size=3.2,
+                      zoom=1.9, point_size=1.2, elevation=25.0, azimuth=-50.0)  # fmt: skip
     return path
