@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["DRAWS", "SamplingOptions"]
+__all__ = ["SamplingOptions"]
 
 Draws = Literal["random", "sobol"]
 DRAWS: tuple[str, ...] = Draws.__args__
