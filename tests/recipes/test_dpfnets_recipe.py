@@ -140,6 +140,14 @@ def test_screen_sampling_scores_each_setting_and_the_oracle(
     assert capsys.readouterr().out.splitlines()[1].startswith("autoencode T=1")
     with pytest.raises(SystemExit):
         screen([*checkpoint, "--setting", "1,0,1,halton"])
+    picture = _program("nearest_picture").main
+    out = tmp_path / "nearest.png"
+    arguments = [str(run / "checkpoints" / "last.pt"), "--out", str(out), "--points", "64",
+                 "--per-category", "2", "--draws", "sobol"]  # fmt: skip
+    assert picture(arguments) == 0
+    assert out.stat().st_size > 0
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        picture(arguments)  # a user's picture is not replaced silently
 
 
 def test_noise_conditioned_training_step(data_root: Path, tmp_path: Path) -> None:
