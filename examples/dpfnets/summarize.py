@@ -63,11 +63,13 @@ def mean_std(values: dict[int, float], scale: float) -> tuple[float, float, int]
     return statistics.fmean(items), spread, len(items)
 
 
-def cell(values: dict[int, float] | None, scale: float) -> str:
+def cell(values: dict[int, float] | None, scale: float, seeds: int = 0) -> str:
+    """``mean ± std``, with the number of seeds where fewer than ``seeds`` were scored."""
     if not values:
         return ""
     mean, spread, count = mean_std(values, scale)
-    return f"{mean:.2f}" if count == 1 else f"{mean:.2f} ± {spread:.2f}"
+    text = f"{mean:.2f}" if count == 1 else f"{mean:.2f} ± {spread:.2f}"
+    return text + (f" ({count} seeds)" if count < seeds else "")
 
 
 def targets(generation: dict) -> list[str]:
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for category in sorted(generation[MODEL]):
         for row in (MODEL, ABLATION, ORACLE):
             scores = generation.get(row, {}).get(category, {})
-            cells = [cell(scores.get(s), SCALE.get(s, 100)) for s in GENERATION]
+            cells = [cell(scores.get(s), SCALE.get(s, 100), len(seeds)) for s in GENERATION]
             print(f"| {category} | {row} | " + " | ".join(cells) + " |")
     print("\n1-NNA and COV in %, MMD-CD x10^3, MMD-EMD x10^2, JSD x10^2; sampling: "
           + "; ".join(sorted({f"{v}" for v in settings.values() if v})))  # fmt: skip

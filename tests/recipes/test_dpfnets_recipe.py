@@ -205,6 +205,12 @@ def test_summarize_gives_mean_and_std_over_seeds_and_checks_targets(
     assert "lower by 20.00, seed spread 5.00: met" in out
     assert "1-NNA-CD 65.00 against the oracle's 50.00: +15.00 points (bound 15): met" in out
     assert "COV-CD 50.00 against the oracle's 50.00: +0.00 points (bound 10): met" in out
+    # A row scored for fewer seeds says so.
+    scores = json.loads((tmp_path / "car-s2" / "generation-test-pointflow.json").read_text())
+    del scores["scores"]["ablation: N(0, I) prior"]
+    (tmp_path / "car-s2" / "generation-test-pointflow.json").write_text(json.dumps(scores))
+    assert _program("summarize").main(folders) == 0
+    assert "| car | ablation: N(0, I) prior | 85.00 ± 7.07 (2 seeds) |" in capsys.readouterr().out
     saved = json.loads((tmp_path / "all.json").read_text())
     assert saved["generation"]["DPF-Nets"]["car"]["1-NNA-CD"] == {"0": 0.6, "1": 0.7, "2": 0.65}
     with pytest.raises(SystemExit):
