@@ -594,6 +594,8 @@ class ConditionalPointFlow(Flow):
         batch = self._check_sample_args(num_points, context)
         temperature, trim = _check_temperature(temperature), _check_trim(trim)
         drawn = num_draws(num_points, trim, spread)
+        # The tensor whose dtype and device the samples take.
+        reference = context if context is not None else self._distribution._reference
         standard = None
         if _check_draws(draws) == "sobol":
             if not hasattr(self._distribution, "from_standard"):
@@ -601,15 +603,12 @@ class ConditionalPointFlow(Flow):
                     f"draws='sobol' needs a base distribution with from_standard (pcflow's "
                     f"point normals), got {type(self._distribution).__name__}"
                 )
-            features = self._distribution.features
-            reference = context if context is not None else self._distribution._reference
-            standard = sobol_normal(batch, drawn, features, dtype=reference.dtype,
-                                    device=reference.device)  # fmt: skip
+            standard = sobol_normal(batch, drawn, self._distribution.features,
+                                    dtype=reference.dtype, device=reference.device)  # fmt: skip
         # Trimming draws more points and keeps the densest: each point's density is needed;
         # spreading thins the kept points, so the log-likelihood of those left needs them too.
         per_point = trim > 0 or (spread > 1 and with_log_prob) or keep_per_point
-        dtype = context.dtype if context is not None else self._distribution._reference.dtype
-        chunk = self._resolve_chunk(chunk_size, batch, drawn, dtype)
+        chunk = self._resolve_chunk(chunk_size, batch, drawn, reference.dtype)
         samples, log_probs = [], []
         for start in range(0, drawn, chunk):
             count = min(chunk, drawn - start)
